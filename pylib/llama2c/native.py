@@ -1,0 +1,127 @@
+"""The native backend: the gcc-built engine (wasm/run.c) loaded with ctypes.
+
+The checkpoint is memory-mapped and handed to the engine in place; logits come back as a numpy
+view of the engine's own buffer, with no copy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import Config
+from .errors import CheckpointError, EngineError
+
+ENGINE_ENV = "LLAMA2C_ENGINE"  # path of an engine library to use instead of the packaged one
+LIB_NAME = "_engine" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+
+# l2c_* error codes (wasm/run.c section 1) that mean the checkpoint itself is bad
+_CHECKPOINT_CODES = {2, 3, 4}
+
+_lib: ctypes.CDLL | None = None
+
+
+def library_path() -> Path:
+    override = os.environ.get(ENGINE_ENV)
+    return Path(override) if override else Path(__file__).with_name(LIB_NAME)
+
+
+def load_library() -> ctypes.CDLL:
+    """Loads the engine library once and declares its C signatures."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    path = library_path()
+    if not path.exists():
+        raise EngineError(f"the native engine {path} is not built: run `invoke native` "
+                          "or `pip install .`")
+    lib = ctypes.CDLL(str(path))
+    ptr, size, ints = ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int)
+    lib.l2c_last_error.restype = ctypes.c_char_p
+    lib.l2c_last_error.argtypes = []
+    lib.l2c_last_error_code.restype = ctypes.c_int
+    lib.l2c_check.restype = ctypes.c_int
+    lib.l2c_check.argtypes = [ptr, size, ints]
+    lib.l2c_load.restype = ptr
+    lib.l2c_load.argtypes = [ptr, size]
+    lib.l2c_config.restype = ctypes.c_int
+    lib.l2c_config.argtypes = [ptr, ints]
+    lib.l2c_shared_classifier.restype = ctypes.c_int
+    lib.l2c_shared_classifier.argtypes = [ptr]
+    lib.l2c_forward.restype = ctypes.POINTER(ctypes.c_float)
+    lib.l2c_forward.argtypes = [ptr, ctypes.c_int, ctypes.c_int]
+    lib.l2c_free.restype = None
+    lib.l2c_free.argtypes = [ptr]
+    _lib = lib
+    return lib
+
+
+def _raise_last_error(lib: ctypes.CDLL) -> None:
+    message = lib.l2c_last_error().decode("utf-8", "replace")
+    code = lib.l2c_last_error_code()
+    raise (CheckpointError if code in _CHECKPOINT_CODES else EngineError)(message)
+
+
+class NativeModel:
+    """A loaded checkpoint in the native engine. Implements `backend.Backend`."""
+
+    def __init__(self, data: mmap.mmap | bytes | bytearray, *, name: str = "model"):
+        self._lib = lib = load_library()
+        self.name = name
+        # Keep the bytes alive for the engine's lifetime; the engine reads the weights in place.
+        self._data = data
+        self._array = np.frombuffer(data, dtype=np.uint8) if len(data) else np.zeros(0, np.uint8)
+        address = self._array.ctypes.data if len(data) else None
+        cfg = (ctypes.c_int * 7)()
+        if lib.l2c_check(address, len(data), cfg) != 0:
+            _raise_last_error(lib)
+        self._engine = lib.l2c_load(address, len(data))
+        if not self._engine:
+            _raise_last_error(lib)
+        shared = lib.l2c_shared_classifier(self._engine) == 1
+        self.config = Config(*cfg, shared_classifier=shared)
+        self._logits_ptr: int | None = None
+        self._logits: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "NativeModel":
+        """Memory-maps a checkpoint file and loads it."""
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except OSError as e:
+            raise CheckpointError(f"cannot open model {path}: {e.strerror or e}") from None
+        return cls(data, name=str(path))
+
+    def forward(self, token: int, pos: int) -> np.ndarray:
+        if self._engine is None:
+            raise EngineError("the model is closed")
+        out = self._lib.l2c_forward(self._engine, token, pos)
+        if not out:
+            _raise_last_error(self._lib)
+        address = ctypes.addressof(out.contents)
+        if address != self._logits_ptr:  # the engine's logits buffer never moves; view it once
+            self._logits = np.ctypeslib.as_array(out, shape=(self.config.vocab_size,))
+            self._logits_ptr = address
+        return self._logits
+
+    def close(self) -> None:
+        if getattr(self, "_engine", None):
+            self._lib.l2c_free(self._engine)
+            self._engine = None
+        self._logits = None
+
+    def __enter__(self) -> "NativeModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
