@@ -8,17 +8,14 @@ Errors are one line on stderr and exit status 1.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from .errors import Llama2cError
 from .generate import Stats, answer_inputs, chat, generate
+from .params import Settings
 from .sampler import Sampler
 from .tokenizer import Tokenizer
 
@@ -43,99 +40,38 @@ class UsageError(Exception):
     pass
 
 
-# -- C number parsing (run.c uses atof and atoi) ------------------------------------------------
-
-_C_SPACE = " \t\n\v\f\r"
-_FLOAT = re.compile(r"[+-]?(?:inf(?:inity)?|nan|0x(?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?\d+)?"
-                    r"|(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)", re.IGNORECASE)
-_INT = re.compile(r"[+-]?\d+")
-
-
-def c_atof(text: str) -> float:
-    """C's atof: the longest numeric prefix after whitespace, 0.0 if there is none."""
-    match = _FLOAT.match(text.lstrip(_C_SPACE))
-    if not match:
-        return 0.0
-    number = match.group(0)
-    if "x" in number.lower():
-        sign = -1.0 if number.startswith("-") else 1.0
-        body = number.lstrip("+-")
-        if "p" not in body.lower():
-            body += "p0"
-        return sign * float.fromhex(body)
-    # an exponent without digits ("1e") is not part of the number
-    return float(re.sub(r"[eE][+-]?$", "", number))
-
-
-def c_atoi(text: str) -> int:
-    """glibc's atoi: (int) strtol(text, NULL, 10), which saturates at 64 bits, then wraps to 32."""
-    match = _INT.match(text.lstrip(_C_SPACE))
-    if not match:
-        return 0
-    value = max(-(1 << 63), min((1 << 63) - 1, int(match.group(0))))
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-# -- run ----------------------------------------------------------------------------------------
-
-
 @dataclass
 class RunArgs:
     checkpoint: str
+    settings: Settings
     tokenizer: str = "tokenizer.bin"
-    temperature: float = 1.0
-    topp: float = 0.9
-    seed: int = 0
-    steps: int = 256
-    prompt: str | None = None
-    mode: str = "generate"
-    system_prompt: str | None = None
+
+
+_FLAGS = {"-t": "temperature", "-p": "topp", "-s": "seed", "-n": "steps", "-i": "prompt",
+          "-m": "mode", "-y": "system_prompt", "-z": "tokenizer"}
 
 
 def parse_run_args(argv: list[str]) -> RunArgs:
     """run.c's argument loop: `-x value` pairs after the checkpoint, then its clamping."""
     if not argv or argv[0] in ("-h", "--help"):
         raise UsageError("missing the checkpoint path" if not argv else "help")
-    args = RunArgs(checkpoint=argv[0])
+    values: dict[str, str] = {}
     rest = argv[1:]
     for i in range(0, len(rest), 2):
         flag = rest[i]
         if flag in ("-h", "--help"):
             raise UsageError("help")
-        if len(flag) != 2 or flag[0] != "-" or flag[1] not in "tpsnizmy":
+        if flag not in _FLAGS:
             raise UsageError(f"unknown option {flag!r}")
         if i + 1 >= len(rest):
             raise UsageError(f"option {flag} needs a value")
-        value = rest[i + 1]
-        if flag == "-t":
-            args.temperature = c_atof(value)
-        elif flag == "-p":
-            args.topp = c_atof(value)
-        elif flag == "-s":
-            args.seed = c_atoi(value) & ((1 << 64) - 1)  # int to unsigned long long
-        elif flag == "-n":
-            args.steps = c_atoi(value)
-        elif flag == "-i":
-            args.prompt = value
-        elif flag == "-z":
-            args.tokenizer = value
-        elif flag == "-m":
-            args.mode = value
-        elif flag == "-y":
-            args.system_prompt = value
-    if args.mode not in ("generate", "chat"):
-        raise UsageError(f"unknown mode: {args.mode} (use generate or chat)")
-    # run.c's parameter validation and overrides
-    if args.seed == 0:
-        args.seed = int(time.time()) & 0xFFFFFFFF
-    if args.temperature < 0.0:
-        args.temperature = 0.0
-    if args.topp < 0.0 or args.topp > 1.0 or math.isnan(args.topp):
-        args.topp = 0.9
-    if args.steps < 0:
-        args.steps = 0
-    return args
+        values[_FLAGS[flag]] = rest[i + 1]
+    tokenizer = values.pop("tokenizer", "tokenizer.bin")
+    try:
+        settings = Settings.parse(**values)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return RunArgs(argv[0], settings, tokenizer)
 
 
 def _stdin_line(guide: str) -> str | None:
@@ -153,13 +89,13 @@ def run(args: RunArgs, out: BinaryIO) -> Stats:
 
     with NativeModel.open(args.checkpoint) as model:
         tokenizer = Tokenizer.load(args.tokenizer, model.config.vocab_size)
-        sampler = Sampler(model.config.vocab_size, args.temperature, args.topp, args.seed)
+        s = args.settings
+        sampler = Sampler(model.config.vocab_size, s.temperature, s.topp, s.seed)
         stats = Stats()
-        if args.mode == "generate":
-            pieces = generate(model, tokenizer, sampler, args.prompt, args.steps, stats)
+        if s.mode == "generate":
+            pieces = generate(model, tokenizer, sampler, s.prompt, s.steps, stats)
         else:
-            turns = chat(model, tokenizer, sampler, args.prompt, args.system_prompt, args.steps,
-                         stats)
+            turns = chat(model, tokenizer, sampler, s.prompt, s.system_prompt, s.steps, stats)
             pieces = answer_inputs(turns, lambda guide: (out.flush(), _stdin_line(guide))[1])
         for piece in pieces:
             out.write(piece.data)
@@ -217,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "run":
             args = parse_run_args(rest)
             stats = run(args, sys.stdout.buffer)
-            if args.mode == "generate" and stats.tokens_per_second is not None:
+            if args.settings.mode == "generate" and stats.tokens_per_second is not None:
                 print(f"achieved tok/s: {stats.tokens_per_second:f}", file=sys.stderr)
             return 0
         if command == "inspect":

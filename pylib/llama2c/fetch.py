@@ -89,7 +89,8 @@ MODELS: dict[str, list[ModelFile]] = {
             filename="stories42M.bin",
             url=f"{TINYLLAMAS}/stories42M.bin",
             size=167_020_572,
-            sha256=None,
+            # Published in several independent public download registries and recipes.
+            sha256="9f65a1000e17d0bc167dd6332e0ce5119a0222a3d920cead5bce413bfab2ee7b",
         ),
         LLAMA2_TOKENIZER,
     ],
@@ -98,7 +99,8 @@ MODELS: dict[str, list[ModelFile]] = {
             filename="stories110M.bin",
             url=f"{TINYLLAMAS}/stories110M.bin",
             size=438_381_596,
-            sha256=None,
+            # Published in several independent public download registries and recipes.
+            sha256="515267168726a1ed1317a64a408492e6af3b67c1f71c5bd98c01d9d721803a24",
         ),
         LLAMA2_TOKENIZER,
     ],
@@ -146,15 +148,24 @@ def fetch_file(file: ModelFile, dest: Path, mirror: Path | None, progress: bool)
             print(f"{file.filename}: already present", file=sys.stderr)
         return target
     part = part_path(target)
-    if mirror is not None and (mirror / file.filename).is_file():
+    source = find_in_mirror(mirror, file.filename) if mirror is not None else None
+    if source is not None:
         if progress:
-            print(f"{file.filename}: copying from {mirror}", file=sys.stderr)
-        shutil.copyfile(mirror / file.filename, part)
+            print(f"{file.filename}: copying from {source.parent}", file=sys.stderr)
+        shutil.copyfile(source, part)
     else:
         download(file, part, dest, progress)
     verify(part, file)
     os.replace(part, target)
     return target
+
+
+def find_in_mirror(mirror: Path, filename: str) -> Path | None:
+    """The file named ``filename`` in the mirror folder or any folder below it, if any."""
+    direct = mirror / filename
+    if direct.is_file():
+        return direct
+    return next((p for p in sorted(mirror.rglob(filename)) if p.is_file()), None)
 
 
 def part_path(target: Path) -> Path:

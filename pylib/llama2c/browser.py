@@ -1,0 +1,95 @@
+"""The browser backend: the WebAssembly engine, driven from Pyodide inside the page's Web Worker.
+
+web/worker.js owns the JavaScript side (web/engine.js wraps the WebAssembly module). It creates a
+`Session` with the loaded engine and the tokenizer bytes, calls `start()` with the page's settings,
+then pulls one piece at a time with `step()`, so that a Stop between two steps ends generation.
+The loop itself is `generate.generate` / `generate.chat`, the same code the command line runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .checkpoint import Config
+from .errors import EngineError
+from .generate import Piece, Stats, answer_inputs, chat, generate
+from .params import Settings
+from .sampler import Sampler
+from .tokenizer import Tokenizer
+
+
+class BrowserModel:
+    """Implements `backend.Backend` on a JS engine object (web/engine.js `Engine`)."""
+
+    def __init__(self, engine):
+        values = engine.configList().to_py()  # 7 header values + shared-classifier flag
+        self.config = Config(*values[:7], shared_classifier=bool(values[7]))
+        self._engine = engine
+        self._logits = np.empty(self.config.vocab_size, np.float32)
+
+    def forward(self, token: int, pos: int) -> np.ndarray:
+        try:
+            view = self._engine.forward(token, pos)  # a Float32Array over WebAssembly memory
+        except Exception as e:  # a JsException carrying the engine's message
+            raise EngineError(str(e)) from None
+        view.assign_to(self._logits)  # the one copy, straight into numpy's buffer
+        return self._logits
+
+    def close(self) -> None:
+        self._engine = None
+
+
+class Session:
+    """One loaded model and tokenizer in the worker, and the generation in progress."""
+
+    def __init__(self, engine, tokenizer_bytes):
+        self.model = BrowserModel(engine)
+        data = tokenizer_bytes.to_bytes() if hasattr(tokenizer_bytes, "to_bytes") else tokenizer_bytes
+        self.tokenizer = Tokenizer.from_bytes(bytes(data), self.model.config.vocab_size)
+        self.stats = Stats()
+        self._pieces = iter(())
+        self.tokens = 0
+
+    def start(self, options) -> int:
+        """Begins a story (or a non-interactive chat) and returns the seed it uses.
+
+        `options` maps run.c's settings to text, as the URL carries them: temperature, topp, seed,
+        steps, prompt, mode, system_prompt (a missing key means run.c's default).
+        """
+        values = options.to_py() if hasattr(options, "to_py") else dict(options)
+        settings = Settings.parse(**{k: v for k, v in values.items() if v is not None})
+        config = self.model.config
+        sampler = Sampler(config.vocab_size, settings.temperature, settings.topp, settings.seed)
+        self.stats = Stats()
+        self.tokens = 0
+        if settings.mode == "chat":
+            turns = chat(self.model, self.tokenizer, sampler, settings.prompt,
+                         settings.system_prompt, settings.steps, self.stats)
+            self._pieces = answer_inputs(turns, lambda guide: None)  # stdin closed, as in tests
+        else:
+            self._pieces = generate(self.model, self.tokenizer, sampler, settings.prompt,
+                                    settings.steps, self.stats)
+        return settings.seed
+
+    def step(self) -> str | None:
+        """The next piece of text (possibly ""), or None when the story is over."""
+        piece: Piece | None = next(self._pieces, None)
+        if piece is None:
+            return None
+        if piece.token >= 0:
+            self.tokens += 1
+        return piece.text
+
+    def tokens_per_second(self) -> float:
+        return self.stats.tokens_per_second or 0.0
+
+    def report(self) -> dict:
+        """Timing for the page and the benchmark: totals and the time spent outside forward()."""
+        s = self.stats
+        return {
+            "positions": s.pos,
+            "tokens": self.tokens,
+            "tokps": s.tokens_per_second or 0.0,
+            "forward_ms": s.forward_seconds * 1e3,
+            "forward_calls": s.forward_calls,
+        }

@@ -1,0 +1,315 @@
+"""Developer tasks for llama2c-web (run `invoke --list`).
+
+    invoke setup            everything a fresh machine lacks (idempotent)
+    invoke native           the gcc-built engine for the command line and tests
+    invoke fetch-model N    a model and its tokenizer into models/ (size and sha256 checked)
+    invoke build            the static site in site/ (incremental)
+    invoke serve            the dev server on http://127.0.0.1:8000
+    invoke test             every test (does any missing setup and build first)
+    invoke bench            the speed and memory tables
+
+LLAMA2C_MIRROR names a local folder to take models and Pyodide wheels from instead of their
+official homes (CI sets it to ../shared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+from pathlib import Path
+
+from invoke import task
+
+ROOT = Path(__file__).resolve().parent
+SITE = ROOT / "site"  # the built static site
+CACHE = ROOT / ".cache"  # downloads and intermediate build products
+MODELS = ROOT / "models"  # models fetched with `invoke fetch-model`
+
+PYODIDE_VERSION = "0.27.7"
+PYODIDE_NPM = CACHE / f"pyodide-{PYODIDE_VERSION}"  # the npm package's core runtime
+PYODIDE_FILES = ["pyodide.mjs", "pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm",
+                 "python_stdlib.zip"]
+PYODIDE_FULL = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full"
+# Package wheels from the full Pyodide distribution; sha256 is checked against pyodide-lock.json.
+PYODIDE_WHEELS = {"numpy": ("numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl", 3_061_133)}
+
+EMCC_FLAGS = [
+    "-std=c11", "-O3", "-msimd128", "-ffp-contract=off",
+    "-s", "MODULARIZE=1", "-s", "EXPORT_ES6=1", "-s", "ENVIRONMENT=web,worker",
+    "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "MAXIMUM_MEMORY=4GB",
+    "-s", "EXPORTED_FUNCTIONS=" + ",".join(
+        f"_{name}" for name in ["l2c_check", "l2c_load", "l2c_forward", "l2c_config",
+                                "l2c_shared_classifier", "l2c_free", "l2c_last_error",
+                                "l2c_last_error_code", "malloc", "free"]),
+    "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
+]
+GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-fvisibility=hidden", "-Wall", "-Wextra",
+             "-shared", "-fPIC"]
+
+DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium"}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def say(message: str) -> None:
+    print(f"» {message}", flush=True)
+
+
+def newer(target: Path, *sources: Path) -> bool:
+    """True when target is missing or older than any source (make's rule)."""
+    if not target.exists():
+        return True
+    stamp = target.stat().st_mtime
+    return any(s.stat().st_mtime > stamp for s in sources)
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def copy_if_newer(source: Path, target: Path) -> None:
+    if newer(target, source):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def emcc_env() -> dict[str, str]:
+    return {**os.environ, "NODE_PATH": "/usr/share/nodejs"}  # emcc needs acorn from here
+
+
+def python312() -> str | None:
+    """An interpreter matching Pyodide 0.27's Python 3.12, for byte-compiling the wheel."""
+    found = shutil.which("python3.12")
+    if found and subprocess.run([found, "-c", "1"], capture_output=True).returncode == 0:
+        return found
+    for candidate in sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")):
+        return str(candidate)
+    return None
+
+
+def pip_missing(modules: list[str]) -> list[str]:
+    import importlib.util
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+# -- setup --------------------------------------------------------------------------------------
+
+
+@task
+def setup(c):
+    """Install what a fresh machine lacks: Python and Debian packages, Pyodide, numpy for Pyodide."""
+    if pip_missing(["starlette", "uvicorn", "playwright", "pytest", "httpx", "matplotlib", "wheel"]) or \
+            not (ROOT / "pylib/llama2c" / native_library_name()).exists():
+        say("installing the llama2c package and its dev dependencies")
+        c.run(f"{sys.executable} -m pip install -q -e '.[dev]'")
+
+    missing = [pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None]
+    if missing:
+        command = f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {' '.join(missing)}"
+        if os.geteuid() == 0:
+            say(f"installing Debian packages: {' '.join(missing)}")
+            c.run(command)
+        else:
+            raise SystemExit(f"missing Debian packages; run as root:\n  sudo sh -c '{command}'")
+
+    if not (PYODIDE_NPM / "pyodide-lock.json").exists():
+        say(f"fetching the Pyodide {PYODIDE_VERSION} core runtime from the npm registry")
+        CACHE.mkdir(exist_ok=True)
+        c.run(f"cd {CACHE} && npm pack --silent pyodide@{PYODIDE_VERSION}")
+        tarball = CACHE / f"pyodide-{PYODIDE_VERSION}.tgz"
+        with tarfile.open(tarball) as tar:
+            tar.extractall(CACHE / "npm", filter="data")
+        shutil.rmtree(PYODIDE_NPM, ignore_errors=True)
+        (CACHE / "npm/package").rename(PYODIDE_NPM)
+        tarball.unlink()
+
+    fetch_pyodide_wheels()
+
+    py312 = python312()
+    if py312 is None:
+        say("warning: no Python 3.12 found; the browser wheel will ship uncompiled .py files")
+    elif subprocess.run([py312, "-c", "import pyodide_build"], capture_output=True).returncode:
+        say("installing pyodide-build for Python 3.12 (for `pyodide py-compile`)")
+        c.run(f"{py312} -m pip install -q pyodide-build==0.39.2 'pyodide-lock[wheel]'")
+
+
+def fetch_pyodide_wheels() -> None:
+    """The Pyodide package wheels the page needs, verified against Pyodide's own lock file."""
+    from llama2c.fetch import ModelFile, fetch_file
+
+    lock = json.loads((PYODIDE_NPM / "pyodide-lock.json").read_text())
+    dest = CACHE / "pyodide-wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    mirror = os.environ.get("LLAMA2C_MIRROR")
+    for name, (filename, size) in PYODIDE_WHEELS.items():
+        entry = lock["packages"][name]
+        assert entry["file_name"] == filename, f"{name}: the lock names {entry['file_name']}"
+        wheel = ModelFile(filename, f"{PYODIDE_FULL}/{filename}", size, entry["sha256"])
+        fetch_file(wheel, dest, Path(mirror) if mirror else None, progress=False)
+
+
+# -- native engine ------------------------------------------------------------------------------
+
+
+def native_library_name() -> str:
+    return "_engine" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+
+
+@task
+def native(c, sanitize=False):
+    """Build the native engine library that llama2c.native loads (--sanitize: ASan + UBSan)."""
+    source = ROOT / "wasm/run.c"
+    if sanitize:
+        target = CACHE / "sanitize" / native_library_name()
+        flags = GCC_FLAGS + ["-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    else:
+        target = ROOT / "pylib/llama2c" / native_library_name()
+        flags = GCC_FLAGS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if newer(target, source, Path(__file__)):
+        say(f"gcc {source.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
+        c.run(f"gcc {' '.join(flags)} -o {target} {source} -lm")
+    return target
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+@task(name="fetch-model", help={"name": "stories260K, stories15M, stories42M or stories110M",
+                                "from_": "a local mirror folder to copy from"})
+def fetch_model(c, name, from_=None, dest=str(MODELS)):
+    """Download a model and its tokenizer from their official homes into models/."""
+    from llama2c.fetch import FetchError
+    from llama2c.fetch import fetch_model as fetch
+
+    try:
+        for path in fetch(name, dest, mirror=from_):
+            say(f"{path} ok")
+    except FetchError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+# -- the site -----------------------------------------------------------------------------------
+
+
+@task
+def build(c):
+    """Assemble the static site in site/: page, worker, engine, Pyodide, numpy, llama2c, models."""
+    if not (PYODIDE_NPM / "pyodide-lock.json").exists():
+        setup(c)
+    SITE.mkdir(exist_ok=True)
+    build_engine(c)
+    wheel = build_wheel(c)
+    build_pyodide(wheel)
+    for source in files_under(ROOT / "web"):
+        copy_if_newer(source, SITE / source.relative_to(ROOT / "web"))
+    for model in sorted(MODELS.glob("*.bin")) if MODELS.exists() else []:
+        copy_if_newer(model, SITE / "models" / model.name)
+    say(f"site ready in {SITE.relative_to(ROOT)}/ ({len(files_under(SITE))} files)")
+
+
+def build_engine(c) -> None:
+    source = ROOT / "wasm/run.c"
+    target = SITE / "engine/llama2c-engine.mjs"
+    if newer(target, source, Path(__file__)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        say("emcc wasm/run.c -> engine/llama2c-engine.{mjs,wasm}")
+        c.run(f"emcc {' '.join(EMCC_FLAGS)} -o {target} {source}", env=emcc_env())
+
+
+def build_wheel(c) -> Path:
+    """The pure-Python llama2c wheel for Pyodide, byte-compiled for its Python 3.12."""
+    sources = files_under(ROOT / "pylib/llama2c")
+    sources = [p for p in sources if p.suffix == ".py"] + [ROOT / "pyproject.toml"]
+    out = CACHE / "wheel"
+    stamp = out / "built"
+    if not newer(stamp, *sources):
+        return next(out.glob("llama2c-*.whl"))
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    say("building the llama2c wheel for Pyodide")
+    c.run(f"{sys.executable} -m pip wheel -q --no-deps --no-build-isolation -w {out} {ROOT}",
+          env={**os.environ, "LLAMA2C_PURE": "1"})
+    wheel = next(out.glob("llama2c-*.whl"))
+    py312 = python312()
+    if py312:
+        pyodide_cli = Path(py312).parent / "pyodide"
+        c.run(f"cd {out} && {pyodide_cli} py-compile {wheel.name}", hide="out")
+        wheel = next(out.glob("llama2c-*.whl"))  # py-compile replaces the wheel
+    stamp.touch()
+    return wheel
+
+
+def build_pyodide(wheel: Path) -> None:
+    """The Pyodide runtime, numpy, and a pyodide-lock.json that also lists the llama2c wheel."""
+    target = SITE / "pyodide"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PYODIDE_FILES:
+        copy_if_newer(PYODIDE_NPM / name, target / name)
+    for filename, _ in PYODIDE_WHEELS.values():
+        copy_if_newer(CACHE / "pyodide-wheels" / filename, target / filename)
+    for old in target.glob("llama2c-*.whl"):
+        if old.name != wheel.name:
+            old.unlink()
+    copy_if_newer(wheel, target / wheel.name)
+
+    lock = json.loads((PYODIDE_NPM / "pyodide-lock.json").read_text())
+    lock["packages"]["llama2c"] = {
+        "name": "llama2c",
+        "version": wheel.name.split("-")[1],
+        "file_name": wheel.name,
+        "install_dir": "site",
+        "sha256": sha256_of(wheel),
+        "package_type": "package",
+        "imports": ["llama2c"],
+        "depends": ["numpy"],
+        "unvendored_tests": False,
+        "shared_library": False,
+    }
+    text = json.dumps(lock, indent=1, sort_keys=True)
+    lock_path = target / "pyodide-lock.json"
+    if not lock_path.exists() or lock_path.read_text() != text:
+        lock_path.write_text(text)
+
+
+@task
+def serve(c, host="127.0.0.1", port=8000):
+    """Serve site/ with the dev server (COOP/COEP, Range, CORS): `invoke build serve`."""
+    from llama2c.devserver import serve as run_server
+
+    say(f"serving {SITE.relative_to(ROOT)}/ on http://{host}:{port}/")
+    run_server(SITE, host=host, port=int(port))
+
+
+@task
+def clean(c):
+    """Remove the built site and intermediate build products (keeps downloads and models)."""
+    shutil.rmtree(SITE, ignore_errors=True)
+    shutil.rmtree(CACHE / "wheel", ignore_errors=True)
+    shutil.rmtree(CACHE / "sanitize", ignore_errors=True)
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+@task
+def test(c, k="", x=False):
+    """Run every test, after any missing setup and build (-k to select, -x to stop early)."""
+    setup(c)
+    native(c)
+    fetch_model(c, "stories260K")  # from LLAMA2C_MIRROR when set, else the official home
+    build(c)
+    args = ["-q", "-rfE"] + (["-x"] if x else []) + (["-k", k] if k else [])
+    c.run(f"{sys.executable} -m pytest {' '.join(args)}", pty=False)

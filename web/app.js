@@ -1,0 +1,226 @@
+// The page: reads the URL contract, drives the worker, and shows the story as plain text.
+//
+// URL parameters: model, tokenizer (URLs relative to the page, or absolute), prompt, temperature,
+// topp, steps, seed (a number, or absent/"random"), mode (generate|chat), system, autostart=1.
+// Test hooks: document.body.dataset.state is loading|ready|generating|done|error; #output holds
+// the story (the command line's stdout without the final newline); #tokps; #error.
+
+const DEFAULTS = {
+  model: 'models/stories15M.bin',
+  tokenizer: 'models/tokenizer.bin',
+  prompt: '',
+  temperature: '1.0',
+  topp: '0.9',
+  steps: '256',
+  seed: '',
+  mode: 'generate',
+  system: '',
+};
+const FIELDS = ['model', 'tokenizer', 'prompt', 'temperature', 'topp', 'steps', 'seed'];
+
+const $ = (id) => document.getElementById(id);
+const url = new URL(location.href);
+const query = url.searchParams;
+const settings = Object.fromEntries(
+  Object.entries(DEFAULTS).map(([key, value]) => [key, query.get(key) ?? value]));
+
+let worker = null;
+let runtimeReady = false;
+let modelReady = false;
+let generating = false;
+
+// -- state and messages ---------------------------------------------------------------------
+
+function setState(state) {
+  document.body.dataset.state = state;
+  $('state').textContent = state;
+  const busy = state === 'loading' || state === 'generating';
+  $('generate').disabled = busy || !modelReady;
+  $('stop').disabled = state !== 'generating';
+  $('load').disabled = busy;
+}
+
+function showError(message) {
+  $('error').textContent = message; // text, never HTML
+  $('error').hidden = false;
+  setState('error');
+}
+
+function clearError() {
+  $('error').hidden = true;
+  $('error').textContent = '';
+}
+
+function showProgress(what, loaded, total) {
+  const box = $('progress');
+  box.hidden = false;
+  const bar = $('progress-bar');
+  if (what === 'runtime') {
+    bar.max = total;
+    bar.value = loaded;
+    $('progress-text').textContent = `Loading the Python runtime and engine… ${loaded}/${total}`;
+  } else {
+    bar.max = total || 1;
+    bar.value = total ? loaded : 0;
+    const mb = (n) => (n / 1e6).toFixed(1);
+    const percent = total ? ` (${Math.floor((100 * loaded) / total)}%)` : '';
+    $('progress-text').textContent = `Downloading the ${what}: ${mb(loaded)}` +
+      `${total ? ' of ' + mb(total) : ''} MB${percent}`;
+  }
+  if (total && loaded >= total && what !== 'runtime') box.hidden = true;
+}
+
+function describe(config, bytes) {
+  const c = config;
+  return `${(bytes / 1e6).toFixed(1)} MB ${c.format}: dim ${c.dim}, hidden ${c.hidden_dim}, ` +
+    `${c.n_layers} layers, ${c.n_heads} heads (${c.n_kv_heads} kv), vocab ${c.vocab_size}, ` +
+    `context ${c.seq_len}`;
+}
+
+function missingModelHint(message) {
+  if (!/HTTP 404/.test(message)) return message;
+  return `${message}. Fetch a model into the site with "invoke fetch-model stories15M" and ` +
+    '"invoke build", give another model URL, or open a .bin file from your computer above.';
+}
+
+function onWorkerMessage(event) {
+  const m = event.data;
+  switch (m.type) {
+    case 'progress':
+      showProgress(m.what, m.loaded, m.total);
+      break;
+    case 'runtime':
+      runtimeReady = true;
+      $('engine').textContent = m.engine;
+      break;
+    case 'model':
+      modelReady = true;
+      $('progress').hidden = true;
+      $('model-info').textContent = describe(m.config, m.bytes);
+      setState('ready');
+      if (query.get('autostart') === '1' && !autostarted) {
+        autostarted = true;
+        startGeneration();
+      }
+      break;
+    case 'start':
+      $('seed-used').textContent = m.seed;
+      break;
+    case 'piece':
+      $('output').append(m.text); // a text node: model output is never parsed as HTML
+      break;
+    case 'done':
+      generating = false;
+      $('tokps').textContent = m.report.tokps ? m.report.tokps.toFixed(1) : '–';
+      document.body.dataset.report = JSON.stringify(m.report);
+      setState('done');
+      break;
+    case 'error':
+      generating = false;
+      if (m.during === 'load') modelReady = false;
+      showError(m.during === 'load' ? missingModelHint(m.message) : m.message);
+      break;
+  }
+}
+let autostarted = false;
+
+// -- actions --------------------------------------------------------------------------------
+
+function loadModel(model, tokenizer) {
+  clearError();
+  modelReady = false;
+  $('model-info').textContent = '';
+  setState('loading');
+  worker.postMessage({ type: 'load', model, tokenizer });
+}
+
+function loadFromControls() {
+  const modelFile = $('model-file').files[0];
+  const tokenizerFile = $('tokenizer-file').files[0];
+  if (modelFile || tokenizerFile) {
+    // Local files stay on this computer: the worker reads them directly.
+    loadModel(modelFile ?? resolve(settings.model), tokenizerFile ?? resolve(settings.tokenizer));
+  } else {
+    loadModel(resolve(settings.model), resolve(settings.tokenizer));
+  }
+}
+
+function resolve(path) {
+  try {
+    return new URL(path, location.href).href;
+  } catch {
+    return path; // the worker reports the bad URL
+  }
+}
+
+/** A seed in [1, 2^31): shown as is, and `llama2c run -s SEED` reproduces the story. */
+function randomSeed() {
+  const buffer = new Uint32Array(1);
+  do crypto.getRandomValues(buffer); while ((buffer[0] & 0x7fffffff) === 0);
+  return String(buffer[0] & 0x7fffffff);
+}
+
+function startGeneration() {
+  if (!modelReady || generating) return;
+  clearError();
+  generating = true;
+  $('output').textContent = '';
+  $('tokps').textContent = '–';
+  const seed = /^\s*(random)?\s*$/i.test(settings.seed) ? randomSeed() : settings.seed;
+  setState('generating');
+  worker.postMessage({
+    type: 'generate',
+    params: {
+      mode: settings.mode,
+      prompt: query.has('prompt') || settings.prompt ? settings.prompt : null,
+      system_prompt: settings.mode === 'chat' ? settings.system : null,
+      temperature: settings.temperature,
+      topp: settings.topp,
+      steps: settings.steps,
+      seed,
+    },
+  });
+}
+
+// -- controls and the URL -------------------------------------------------------------------
+
+function syncUrl() {
+  for (const key of FIELDS) {
+    if (settings[key] === DEFAULTS[key]) query.delete(key);
+    else query.set(key, settings[key]);
+  }
+  history.replaceState(null, '', url);
+}
+
+function bindControls() {
+  for (const key of FIELDS) {
+    const input = $(key);
+    input.value = settings[key];
+    input.addEventListener('input', () => {
+      settings[key] = input.value;
+      syncUrl();
+    });
+  }
+  $('controls').addEventListener('submit', (event) => {
+    event.preventDefault();
+    startGeneration();
+  });
+  $('prompt').addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) startGeneration();
+  });
+  $('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));
+  $('load').addEventListener('click', loadFromControls);
+}
+
+function startWorker() {
+  const script = new URL('worker.js', import.meta.url);
+  worker = new Worker(script, { type: 'module' });
+  worker.onmessage = onWorkerMessage;
+  worker.onerror = (event) => showError(`the worker failed: ${event.message || 'unknown error'}`);
+  worker.postMessage({ type: 'init' });
+  loadModel(resolve(settings.model), resolve(settings.tokenizer));
+}
+
+bindControls();
+setState('loading');
+startWorker();

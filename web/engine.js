@@ -1,0 +1,86 @@
+// The WebAssembly engine (wasm/run.c built by emcc), wrapped for the worker.
+//
+// The checkpoint is written straight into WebAssembly memory as it downloads (one copy of the
+// weights, no second ArrayBuffer), then the engine reads it in place. forward() returns a
+// Float32Array view of the engine's logits, which Python copies into numpy once.
+
+export class EngineError extends Error {}
+
+export class Engine {
+  /** Instantiates the module at `moduleUrl` (an emcc MODULARIZE + EXPORT_ES6 build). */
+  static async create(moduleUrl, options = {}) {
+    const factory = (await import(moduleUrl)).default;
+    const module = await factory({
+      locateFile: (file) => new URL(file, moduleUrl).href,
+      ...options,
+    });
+    return new Engine(module);
+  }
+
+  constructor(module) {
+    this.m = module;
+    this.handle = 0; // l2c engine pointer
+    this.data = 0; // checkpoint bytes in WebAssembly memory
+    this.size = 0;
+    this.vocabSize = 0;
+  }
+
+  lastError() {
+    return this.m.UTF8ToString(this.m._l2c_last_error());
+  }
+
+  /** Frees any loaded model, then reserves `size` bytes for the next checkpoint. */
+  allocate(size) {
+    this.free();
+    const ptr = this.m._malloc(Math.max(size, 1));
+    if (!ptr) {
+      throw new EngineError(
+        `the model is too large for this browser: ${(size / 1e6).toFixed(0)} MB does not fit ` +
+          'in WebAssembly memory (at most 4 GB, weights and KV cache together)');
+    }
+    this.data = ptr;
+    this.size = size;
+  }
+
+  /** Copies a downloaded chunk into the reserved buffer at `offset`. */
+  write(offset, chunk) {
+    if (offset + chunk.length > this.size) throw new EngineError('model larger than announced');
+    this.m.HEAPU8.set(chunk, this.data + offset); // HEAPU8 is re-read: memory may have grown
+  }
+
+  /** Validates and loads the checkpoint written so far. Throws with the engine's message. */
+  load() {
+    this.handle = this.m._l2c_load(this.data, this.size);
+    if (!this.handle) {
+      const message = this.lastError();
+      this.free();
+      throw new EngineError(message);
+    }
+    this.vocabSize = this.configList()[5];
+  }
+
+  /** [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, shared_classifier] */
+  configList() {
+    const out = this.m._malloc(7 * 4);
+    try {
+      this.m._l2c_config(this.handle, out);
+      const values = Array.from(this.m.HEAP32.subarray(out >> 2, (out >> 2) + 7));
+      values.push(this.m._l2c_shared_classifier(this.handle));
+      return values;
+    } finally {
+      this.m._free(out);
+    }
+  }
+
+  forward(token, pos) {
+    const ptr = this.m._l2c_forward(this.handle, token, pos);
+    if (!ptr) throw new EngineError(this.lastError());
+    return this.m.HEAPF32.subarray(ptr >> 2, (ptr >> 2) + this.vocabSize);
+  }
+
+  free() {
+    if (this.handle) this.m._l2c_free(this.handle);
+    if (this.data) this.m._free(this.data);
+    this.handle = this.data = this.size = 0;
+  }
+}
