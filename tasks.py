@@ -45,12 +45,20 @@ EMCC_FLAGS = [
     "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "MAXIMUM_MEMORY=4GB",
     "-s", "EXPORTED_FUNCTIONS=" + ",".join(
         f"_{name}" for name in ["l2c_check", "l2c_load", "l2c_forward", "l2c_config",
-                                "l2c_shared_classifier", "l2c_free", "l2c_last_error",
-                                "l2c_last_error_code", "malloc", "free"]),
+                                "l2c_shared_classifier", "l2c_set_threads", "l2c_threads",
+                                "l2c_free", "l2c_last_error", "l2c_last_error_code", "malloc",
+                                "free"]),
     "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
 ]
-GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-fvisibility=hidden", "-Wall", "-Wextra",
-             "-shared", "-fPIC"]
+# The threaded build: workers for all but the calling thread, made when the module starts.
+EMCC_THREAD_FLAGS = [
+    "-pthread", "-Wno-pthreads-mem-growth",
+    "-s", "PTHREAD_POOL_SIZE='Math.min(Math.max((navigator.hardwareConcurrency||2)-1,1),15)'",
+]
+# The two browser engines: threads need a cross-origin isolated page; plain hosts get the first.
+ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
+GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden", "-Wall",
+             "-Wextra", "-shared", "-fPIC"]
 
 DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium"}
 
@@ -222,11 +230,12 @@ def build(c):
 
 def build_engine(c) -> None:
     source = ROOT / "wasm/run.c"
-    target = SITE / "engine/llama2c-engine.mjs"
-    if newer(target, source, Path(__file__)):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        say("emcc wasm/run.c -> engine/llama2c-engine.{mjs,wasm}")
-        c.run(f"emcc {' '.join(EMCC_FLAGS)} -o {target} {source}", env=emcc_env())
+    for name, extra in ENGINES.items():
+        target = SITE / f"engine/{name}.mjs"
+        if newer(target, source, Path(__file__)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            say(f"emcc wasm/run.c -> engine/{name}.mjs")
+            c.run(f"emcc {' '.join(EMCC_FLAGS + extra)} -o {target} {source}", env=emcc_env())
 
 
 def build_wheel(c) -> Path:

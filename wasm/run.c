@@ -19,8 +19,9 @@
  *   2. the checkpoint: header, validation, weight pointers
  *   3. the run state (activations and KV cache)
  *   4. the math kernels
- *   5. the forward pass
- *   6. the exported functions
+ *   5. threads
+ *   6. the forward pass
+ *   7. the exported functions
  */
 
 #include <math.h>
@@ -282,47 +283,284 @@ static void softmax(float* x, int size) {
     for (int i = 0; i < size; i++) x[i] /= sum;
 }
 
-/*
- * W (d, n) @ x (n,) -> out (d,), for rows [row_begin, row_end).
- * Each row is one sequential sum over j, exactly as run.c computes it. Eight rows run side by side:
- * eight independent add chains keep the FPU busy, where a single chain waits on each add's latency.
- */
-static void matmul_rows(float* out, const float* x, const float* w, int n, int row_begin,
-                        int row_end) {
-    int i = row_begin;
-    for (; i + 8 <= row_end; i += 8) {
-        const float* r = w + (size_t)i * n;
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        float a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
-        for (int j = 0; j < n; j++) {
-            float xj = x[j];
-            a0 += r[j] * xj;
-            a1 += r[n + j] * xj;
-            a2 += r[2 * (size_t)n + j] * xj;
-            a3 += r[3 * (size_t)n + j] * xj;
-            a4 += r[4 * (size_t)n + j] * xj;
-            a5 += r[5 * (size_t)n + j] * xj;
-            a6 += r[6 * (size_t)n + j] * xj;
-            a7 += r[7 * (size_t)n + j] * xj;
-        }
-        out[i] = a0; out[i + 1] = a1; out[i + 2] = a2; out[i + 3] = a3;
-        out[i + 4] = a4; out[i + 5] = a5; out[i + 6] = a6; out[i + 7] = a7;
+#ifdef L2C_SCALAR
+/* The baseline build (-DL2C_SCALAR): run.c's plain loop, one row at a time. */
+static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
+    for (int i = begin; i < end; i++) {
+        float val = 0.0f;
+        for (int j = 0; j < n; j++) val += w[(size_t)i * n + j] * x[j];
+        out[i] = val;
     }
-    for (; i < row_end; i++) {
-        const float* r = w + (size_t)i * n;
-        float a = 0.0f;
-        for (int j = 0; j < n; j++) a += r[j] * x[j];
-        out[i] = a;
+}
+#else
+/*
+ * W (d, n) @ x (n,) -> out (d,), for rows [begin, end).
+ *
+ * Every row is still one sequential sum over j = 0..n-1 with separate multiplies and adds, exactly
+ * as run.c computes it, so the results are bit-identical. The speed comes from running four rows
+ * at once in the four lanes of a SIMD vector: each step loads a 4x4 block (4 rows x 4 columns),
+ * transposes it in registers, and adds column after column into the lanes. The four rows come from
+ * the four quarters of the range, so each lane reads memory front to back, as prefetchers like it.
+ * GCC and Clang vector extensions: SSE natively, WebAssembly SIMD128 under emcc -msimd128.
+ */
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v4f_unaligned __attribute__((vector_size(16), aligned(4)));
+
+static inline v4f load4(const float* p) { return *(const v4f_unaligned*)p; }
+
+static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
+    int quarter = (end - begin) / 4;
+    int n4 = n & ~3;
+    size_t stride = (size_t)quarter * n; /* from one lane's row to the next lane's */
+    for (int i = begin; i < begin + quarter; i++) {
+        const float* r0 = w + (size_t)i * n;
+        const float* r1 = r0 + stride;
+        const float* r2 = r1 + stride;
+        const float* r3 = r2 + stride;
+        v4f acc = {0.0f, 0.0f, 0.0f, 0.0f}; /* lane k holds row i + k * quarter */
+        for (int j = 0; j < n4; j += 4) {
+            v4f a = load4(r0 + j), b = load4(r1 + j), c = load4(r2 + j), d = load4(r3 + j);
+            v4f xv = load4(x + j);
+            v4f ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5); /* a0 b0 a1 b1 */
+            v4f ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7); /* a2 b2 a3 b3 */
+            v4f cd_lo = __builtin_shufflevector(c, d, 0, 4, 1, 5);
+            v4f cd_hi = __builtin_shufflevector(c, d, 2, 6, 3, 7);
+            acc = acc + __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5) *
+                            __builtin_shufflevector(xv, xv, 0, 0, 0, 0); /* column j */
+            acc = acc + __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7) *
+                            __builtin_shufflevector(xv, xv, 1, 1, 1, 1); /* column j + 1 */
+            acc = acc + __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5) *
+                            __builtin_shufflevector(xv, xv, 2, 2, 2, 2);
+            acc = acc + __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7) *
+                            __builtin_shufflevector(xv, xv, 3, 3, 3, 3);
+        }
+        float lanes[4];
+        memcpy(lanes, &acc, sizeof(lanes));
+        for (int k = 0; k < 4; k++) {
+            const float* r = r0 + k * stride;
+            for (int j = n4; j < n; j++) lanes[k] += r[j] * x[j]; /* the columns left over */
+            out[i + k * quarter] = lanes[k];
+        }
+    }
+    for (int i = begin + 4 * quarter; i < end; i++) { /* the rows left over */
+        float val = 0.0f;
+        for (int j = 0; j < n; j++) val += w[(size_t)i * n + j] * x[j];
+        out[i] = val;
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * 5. Threads: a small pool that splits each matmul's rows (and attention's heads) between threads.
+ *
+ * Each thread computes whole rows, so results stay bit-identical whatever the thread count.
+ * Workers spin briefly for the next job (a token runs dozens of jobs back to back), then sleep on
+ * a condition variable, so nothing burns the CPU between tokens. Builds without pthreads (the
+ * single-thread WebAssembly build) compile this down to a plain loop.
+ */
+
+#if defined(__EMSCRIPTEN__) && !defined(__EMSCRIPTEN_PTHREADS__)
+#define L2C_NO_THREADS 1
+#endif
+
+#define MAX_THREADS 16
+
+typedef void (*JobFn)(void* job, int thread, int n_threads);
+
+#ifdef L2C_NO_THREADS
+
+static int g_threads = 1;
+static void run_job(JobFn fn, void* job) { fn(job, 0, 1); }
+static int set_pool_threads(int n) { (void)n; return 1; }
+static int hardware_threads(void) { return 1; }
+
+#else
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+#ifdef __EMSCRIPTEN__
+#include <emscripten/threading.h>
+#endif
+
+#define SPIN_ROUNDS 20000 /* about 20-50 microseconds of polling before a worker sleeps */
+
+typedef struct {
+    pthread_t threads[MAX_THREADS];
+    int n_workers; /* threads besides the caller */
+    pthread_mutex_t mutex;
+    pthread_cond_t wake; /* a new job (or stop) */
+    pthread_cond_t idle; /* the last worker finished the job */
+    atomic_int generation; /* bumped once per job */
+    atomic_int pending;    /* workers still on the current job */
+    atomic_int stop;
+    JobFn fn;
+    void* job;
+} Pool;
+
+static Pool g_pool = {.mutex = PTHREAD_MUTEX_INITIALIZER,
+                      .wake = PTHREAD_COND_INITIALIZER,
+                      .idle = PTHREAD_COND_INITIALIZER};
+static int g_threads = 1; /* threads per job, the caller included */
+
+typedef struct { int index; int generation; } WorkerArg; /* generation: the last job before it */
+static WorkerArg g_worker_args[MAX_THREADS];
+
+static void* worker_main(void* arg) {
+    int index = ((WorkerArg*)arg)->index; /* 1..n_workers; the caller is thread 0 */
+    int seen = ((WorkerArg*)arg)->generation; /* not a fresh read: a job may already be posted */
+    for (;;) {
+        int gen = seen;
+        for (int i = 0; i < SPIN_ROUNDS && gen == seen; i++) gen = atomic_load(&g_pool.generation);
+        if (gen == seen) {
+            pthread_mutex_lock(&g_pool.mutex);
+            while ((gen = atomic_load(&g_pool.generation)) == seen && !atomic_load(&g_pool.stop)) {
+                pthread_cond_wait(&g_pool.wake, &g_pool.mutex);
+            }
+            pthread_mutex_unlock(&g_pool.mutex);
+        }
+        if (atomic_load(&g_pool.stop)) return NULL;
+        seen = gen;
+        g_pool.fn(g_pool.job, index, g_threads);
+        if (atomic_fetch_sub(&g_pool.pending, 1) == 1) {
+            pthread_mutex_lock(&g_pool.mutex);
+            pthread_cond_signal(&g_pool.idle);
+            pthread_mutex_unlock(&g_pool.mutex);
+        }
+    }
+}
+
+/* Runs fn(job, t, g_threads) on every thread t and returns when all are done. */
+static void run_job(JobFn fn, void* job) {
+    if (g_threads == 1) {
+        fn(job, 0, 1);
+        return;
+    }
+    g_pool.fn = fn;
+    g_pool.job = job;
+    atomic_store(&g_pool.pending, g_threads - 1);
+    pthread_mutex_lock(&g_pool.mutex);
+    atomic_fetch_add(&g_pool.generation, 1);
+    pthread_cond_broadcast(&g_pool.wake);
+    pthread_mutex_unlock(&g_pool.mutex);
+    fn(job, 0, g_threads);
+    for (int i = 0; i < SPIN_ROUNDS && atomic_load(&g_pool.pending) > 0; i++) {}
+    if (atomic_load(&g_pool.pending) > 0) {
+        pthread_mutex_lock(&g_pool.mutex);
+        while (atomic_load(&g_pool.pending) > 0) pthread_cond_wait(&g_pool.idle, &g_pool.mutex);
+        pthread_mutex_unlock(&g_pool.mutex);
+    }
+}
+
+static void stop_pool(void) {
+    if (g_pool.n_workers == 0) return;
+    pthread_mutex_lock(&g_pool.mutex);
+    atomic_store(&g_pool.stop, 1);
+    pthread_cond_broadcast(&g_pool.wake);
+    pthread_mutex_unlock(&g_pool.mutex);
+    for (int i = 0; i < g_pool.n_workers; i++) pthread_join(g_pool.threads[i], NULL);
+    g_pool.n_workers = 0;
+    atomic_store(&g_pool.stop, 0);
+    g_threads = 1;
+}
+
+/* Resizes the pool to n threads in all (the caller included). Returns the count it got. */
+static int set_pool_threads(int n) {
+    if (n < 1) n = 1;
+    if (n > MAX_THREADS) n = MAX_THREADS;
+    if (n == g_threads) return n;
+    stop_pool();
+    for (int i = 0; i < n - 1; i++) {
+        g_worker_args[i].index = i + 1;
+        g_worker_args[i].generation = atomic_load(&g_pool.generation);
+        if (pthread_create(&g_pool.threads[i], NULL, worker_main, &g_worker_args[i]) != 0) break;
+        g_pool.n_workers = i + 1;
+    }
+    g_threads = g_pool.n_workers + 1;
+    return g_threads;
+}
+
+static int hardware_threads(void) {
+#ifdef __EMSCRIPTEN__
+    int n = emscripten_num_logical_cores();
+#else
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+    return n < 1 ? 1 : (int)(n > MAX_THREADS ? MAX_THREADS : n);
+}
+
+#endif /* L2C_NO_THREADS */
+
+/* The share [*begin, *end) of n items that thread t of n_threads computes (multiples of 4). */
+static void thread_share(int n, int t, int n_threads, int* begin, int* end) {
+    int chunk = ((n + n_threads - 1) / n_threads + 3) & ~3;
+    *begin = t * chunk < n ? t * chunk : n;
+    *end = *begin + chunk < n ? *begin + chunk : n;
+}
+
+/* Up to three matmuls with the same input, run as one job: W_i (d_i, n) @ x (n,) -> out_i. */
+typedef struct {
+    int count;
+    const float* x;
+    int n;
+    struct { float* out; const float* w; int d; } m[3];
+} MatmulJob;
+
+static void matmul_job(void* arg, int t, int n_threads) {
+    MatmulJob* job = arg;
+    for (int i = 0; i < job->count; i++) {
+        int begin, end;
+        thread_share(job->m[i].d, t, n_threads, &begin, &end);
+        if (begin < end) matmul_rows(job->m[i].out, job->x, job->m[i].w, job->n, begin, end);
     }
 }
 
 static void matmul(float* out, const float* x, const float* w, int n, int d) {
-    matmul_rows(out, x, w, n, 0, d);
+    MatmulJob job = {.count = 1, .x = x, .n = n, .m = {{out, w, d}}};
+    run_job(matmul_job, &job);
 }
 
 /* ---------------------------------------------------------------------------------------------
- * 5. The forward pass: one token at one position -> logits over the vocabulary.
+ * 6. The forward pass: one token at one position -> logits over the vocabulary.
  */
+
+typedef struct {
+    Engine* e;
+    int layer;
+    int pos;
+} AttentionJob;
+
+/* Multi-head attention of the current position over positions 0..pos, heads split by thread. */
+static void attention_job(void* arg, int t, int n_threads) {
+    AttentionJob* job = arg;
+    const Config* p = &job->e->config;
+    RunState* s = &job->e->state;
+    int pos = job->pos;
+    int head_size = p->dim / p->n_heads;
+    int kv_dim = p->dim * p->n_kv_heads / p->n_heads;
+    int kv_mul = p->n_heads / p->n_kv_heads; /* query heads per key/value head */
+    size_t loff = (size_t)job->layer * p->seq_len * kv_dim;
+    for (int h = t; h < p->n_heads; h += n_threads) {
+        const float* q = s->q + h * head_size;
+        float* att = s->att + (size_t)h * p->seq_len;
+        size_t kv_off = (size_t)(h / kv_mul) * head_size;
+        for (int tt = 0; tt <= pos; tt++) {
+            const float* k = s->key_cache + loff + (size_t)tt * kv_dim + kv_off;
+            float score = 0.0f;
+            for (int i = 0; i < head_size; i++) score += q[i] * k[i];
+            score /= sqrtf(head_size);
+            att[tt] = score;
+        }
+        softmax(att, pos + 1);
+        float* xb = s->xb + h * head_size;
+        memset(xb, 0, head_size * sizeof(float));
+        for (int tt = 0; tt <= pos; tt++) {
+            const float* v = s->value_cache + loff + (size_t)tt * kv_dim + kv_off;
+            float a = att[tt];
+            for (int i = 0; i < head_size; i++) xb[i] += a * v[i];
+        }
+    }
+}
 
 static float* forward(Engine* e, int token, int pos) {
     const Config* p = &e->config;
@@ -331,7 +569,6 @@ static float* forward(Engine* e, int token, int pos) {
     float* x = s->x;
     int dim = p->dim;
     int kv_dim = p->dim * p->n_kv_heads / p->n_heads;
-    int kv_mul = p->n_heads / p->n_kv_heads; /* query heads per key/value head */
     int hidden_dim = p->hidden_dim;
     int head_size = dim / p->n_heads;
 
@@ -342,11 +579,13 @@ static float* forward(Engine* e, int token, int pos) {
         float* k = s->key_cache + loff + (size_t)pos * kv_dim;
         float* v = s->value_cache + loff + (size_t)pos * kv_dim;
 
-        /* attention: qkv projections, writing k and v straight into the cache */
+        /* attention: q, k, v projections in one job, k and v written straight into the cache */
         rmsnorm(s->xb, x, w->rms_att + (size_t)l * dim, dim);
-        matmul(s->q, s->xb, w->wq + (size_t)l * dim * dim, dim, dim);
-        matmul(k, s->xb, w->wk + (size_t)l * dim * kv_dim, dim, kv_dim);
-        matmul(v, s->xb, w->wv + (size_t)l * dim * kv_dim, dim, kv_dim);
+        MatmulJob qkv = {.count = 3, .x = s->xb, .n = dim, .m = {
+            {s->q, w->wq + (size_t)l * dim * dim, dim},
+            {k, w->wk + (size_t)l * dim * kv_dim, kv_dim},
+            {v, w->wv + (size_t)l * dim * kv_dim, kv_dim}}};
+        run_job(matmul_job, &qkv);
 
         /* RoPE: rotate each (even, odd) pair of q and k by a position-dependent angle */
         for (int i = 0; i < dim; i += 2) {
@@ -365,34 +604,17 @@ static float* forward(Engine* e, int token, int pos) {
             }
         }
 
-        /* multi-head attention over positions 0..pos */
-        for (int h = 0; h < p->n_heads; h++) {
-            const float* q = s->q + h * head_size;
-            float* att = s->att + (size_t)h * p->seq_len;
-            size_t kv_off = (size_t)(h / kv_mul) * head_size;
-            for (int t = 0; t <= pos; t++) {
-                const float* kt = s->key_cache + loff + (size_t)t * kv_dim + kv_off;
-                float score = 0.0f;
-                for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
-                score /= sqrtf(head_size);
-                att[t] = score;
-            }
-            softmax(att, pos + 1);
-            float* xb = s->xb + h * head_size;
-            memset(xb, 0, head_size * sizeof(float));
-            for (int t = 0; t <= pos; t++) {
-                const float* vt = s->value_cache + loff + (size_t)t * kv_dim + kv_off;
-                float a = att[t];
-                for (int i = 0; i < head_size; i++) xb[i] += a * vt[i];
-            }
-        }
+        AttentionJob attention = {e, l, pos};
+        run_job(attention_job, &attention);
         matmul(s->xb2, s->xb, w->wo + (size_t)l * dim * dim, dim, dim);
         for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
 
-        /* feed-forward: w2(silu(w1 x) * w3 x) */
+        /* feed-forward: w2(silu(w1 x) * w3 x), w1 and w3 in one job */
         rmsnorm(s->xb, x, w->rms_ffn + (size_t)l * dim, dim);
-        matmul(s->hb, s->xb, w->w1 + (size_t)l * dim * hidden_dim, dim, hidden_dim);
-        matmul(s->hb2, s->xb, w->w3 + (size_t)l * dim * hidden_dim, dim, hidden_dim);
+        MatmulJob up = {.count = 2, .x = s->xb, .n = dim, .m = {
+            {s->hb, w->w1 + (size_t)l * dim * hidden_dim, hidden_dim},
+            {s->hb2, w->w3 + (size_t)l * dim * hidden_dim, hidden_dim}}};
+        run_job(matmul_job, &up);
         for (int i = 0; i < hidden_dim; i++) {
             float val = s->hb[i];
             val *= (1.0f / (1.0f + expf(-val)));
@@ -409,7 +631,7 @@ static float* forward(Engine* e, int token, int pos) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * 6. The exported API, shared by the native (ctypes) and browser (WebAssembly) backends.
+ * 7. The exported API, shared by the native (ctypes) and browser (WebAssembly) backends.
  */
 
 /* The message of the most recent failure, or "" after a success. */
@@ -499,6 +721,22 @@ L2C_API float* l2c_forward(Engine* e, int token, int pos) {
     }
     return forward(e, token, pos);
 }
+
+/*
+ * Sets the number of threads the engine computes with, the caller's included (one pool serves all
+ * engines). n <= 0 picks min(hardware threads, what pays for this model). Returns the count in use.
+ */
+L2C_API int l2c_set_threads(const Engine* e, int n) {
+    if (n <= 0) {
+        n = hardware_threads();
+        /* A job must outweigh the cost of waking threads: small models run best on one. */
+        int64_t floats_per_token = e ? weight_floats(&e->config, 1) : 0;
+        if (floats_per_token < 4 * 1000 * 1000) n = 1;
+    }
+    return set_pool_threads(n);
+}
+
+L2C_API int l2c_threads(void) { return g_threads; }
 
 /* Frees the engine and its run state. The checkpoint bytes stay the caller's. */
 L2C_API void l2c_free(Engine* e) {

@@ -1,7 +1,8 @@
 // The page: reads the URL contract, drives the worker, and shows the story as plain text.
 //
 // URL parameters: model, tokenizer (URLs relative to the page, or absolute), prompt, temperature,
-// topp, steps, seed (a number, or absent/"random"), mode (generate|chat), system, autostart=1.
+// topp, steps, seed (a number, or absent/"random"), mode (generate|chat), system, threads (a
+// number; absent = as many as pay off), autostart=1.
 // Test hooks: document.body.dataset.state is loading|ready|generating|done|error; #output holds
 // the story (the command line's stdout without the final newline); #tokps; #error.
 
@@ -15,6 +16,7 @@ const DEFAULTS = {
   seed: '',
   mode: 'generate',
   system: '',
+  threads: '',
 };
 const FIELDS = ['model', 'tokenizer', 'prompt', 'temperature', 'topp', 'steps', 'seed'];
 
@@ -95,6 +97,7 @@ function onWorkerMessage(event) {
       break;
     case 'model':
       modelReady = true;
+      $('engine').textContent = m.engine;
       $('progress').hidden = true;
       $('model-info').textContent = describe(m.config, m.bytes);
       setState('ready');
@@ -217,7 +220,7 @@ function startWorker() {
   worker = new Worker(script, { type: 'module' });
   worker.onmessage = onWorkerMessage;
   worker.onerror = (event) => showError(`the worker failed: ${event.message || 'unknown error'}`);
-  worker.postMessage({ type: 'init' });
+  worker.postMessage({ type: 'init', threads: settings.threads });
   loadModel(resolve(settings.model), resolve(settings.tokenizer));
 }
 

@@ -72,6 +72,11 @@ export class Engine {
     }
   }
 
+  /** Uses n threads (0: as many as pay off here); returns the count in use. */
+  setThreads(n) {
+    return this.m._l2c_set_threads(this.handle, n);
+  }
+
   forward(token, pos) {
     const ptr = this.m._l2c_forward(this.handle, token, pos);
     if (!ptr) throw new EngineError(this.lastError());

@@ -13,18 +13,27 @@ import { Engine } from './engine.js';
 
 const BASE = new URL('.', import.meta.url);
 const PYODIDE_URL = new URL('pyodide/', BASE).href;
-const ENGINE_URL = new URL('engine/llama2c-engine.mjs', BASE).href;
+// Threads need SharedArrayBuffer, which only a cross-origin isolated page has.
+const ENGINE_URLS = {
+  single: new URL('engine/llama2c-engine.mjs', BASE).href,
+  threads: new URL('engine/llama2c-engine-mt.mjs', BASE).href,
+};
 
 let pyodide = null; // the Python runtime
 let engine = null; // the WebAssembly engine
 let session = null; // llama2c.browser.Session: model + tokenizer + generation in progress
 let stopRequested = false;
+let threadsWanted = 0; // 0 = automatic
+let threaded = false;
 let queue = Promise.resolve(); // messages run one after another
 
 const post = (message) => self.postMessage(message);
 const progress = (what, loaded, total) => post({ type: 'progress', what, loaded, total });
 
-async function init() {
+async function init(options) {
+  threadsWanted = Number(options.threads) || 0;
+  threaded = self.crossOriginIsolated && threadsWanted !== 1 &&
+    (navigator.hardwareConcurrency || 1) > 1;
   progress('runtime', 0, 3);
   pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
   progress('runtime', 1, 3);
@@ -32,9 +41,14 @@ async function init() {
   await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
   if (!lock.packages.llama2c) throw new Error('pyodide-lock.json has no llama2c package');
   progress('runtime', 2, 3);
-  engine = await Engine.create(ENGINE_URL);
+  engine = await Engine.create(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single);
   progress('runtime', 3, 3);
-  post({ type: 'runtime', engine: 'WebAssembly SIMD, 1 thread' });
+  post({ type: 'runtime', engine: engineLabel(1) });
+}
+
+function engineLabel(threads) {
+  const kind = threaded ? 'WebAssembly SIMD + threads' : 'WebAssembly SIMD';
+  return `${kind}, ${threads} thread${threads === 1 ? '' : 's'}`;
 }
 
 /** Fetches `url` (or reads a File/Blob) and hands each chunk to `sink(offset, chunk)`. */
@@ -91,6 +105,7 @@ async function loadModel(modelSource, tokenizerSource) {
     return true;
   }, (offset, chunk) => engine.write(offset, chunk));
   engine.load(); // throws the engine's message for a truncated or corrupt checkpoint
+  const threads = threaded ? engine.setThreads(threadsWanted) : 1;
   let tokenizer = null;
   await download(tokenizerSource, 'tokenizer', (size) => {
     tokenizer = new Uint8Array(size);
@@ -107,6 +122,7 @@ async function loadModel(modelSource, tokenizerSource) {
   post({
     type: 'model',
     bytes,
+    engine: engineLabel(threads),
     config: { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
       shared_classifier: !!shared, format: 'fp32' },
   });
@@ -149,7 +165,7 @@ self.onmessage = (event) => {
   }
   queue = queue.then(async () => {
     try {
-      if (message.type === 'init') await init();
+      if (message.type === 'init') await init(message);
       else if (message.type === 'load') await loadModel(message.model, message.tokenizer);
       else if (message.type === 'generate') await generate(message.params);
     } catch (e) {

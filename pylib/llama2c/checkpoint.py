@@ -143,9 +143,7 @@ def random_weights(config: Config, seed: int = 0, scale: float = 0.02) -> dict[s
             w = 1.0 + 0.1 * rng.standard_normal(shape)
         elif name.startswith("freq_cis"):
             w = np.zeros(shape)
-        elif name == "token_embedding" or name == "wcls":
-            w = rng.standard_normal(shape)
-        else:
+        else:  # small weights: sampled stories wander instead of echoing one token
             w = rng.standard_normal(shape) * scale
         weights[name] = w.astype(np.float32)
     return weights

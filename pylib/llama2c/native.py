@@ -18,6 +18,7 @@ from .checkpoint import Config
 from .errors import CheckpointError, EngineError
 
 ENGINE_ENV = "LLAMA2C_ENGINE"  # path of an engine library to use instead of the packaged one
+THREADS_ENV = "LLAMA2C_THREADS"  # threads to compute with; unset or 0 = automatic
 LIB_NAME = "_engine" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
 
 # l2c_* error codes (wasm/run.c section 1) that mean the checkpoint itself is bad
@@ -55,6 +56,8 @@ def load_library() -> ctypes.CDLL:
     lib.l2c_shared_classifier.argtypes = [ptr]
     lib.l2c_forward.restype = ctypes.POINTER(ctypes.c_float)
     lib.l2c_forward.argtypes = [ptr, ctypes.c_int, ctypes.c_int]
+    lib.l2c_set_threads.restype = ctypes.c_int
+    lib.l2c_set_threads.argtypes = [ptr, ctypes.c_int]
     lib.l2c_free.restype = None
     lib.l2c_free.argtypes = [ptr]
     _lib = lib
@@ -70,7 +73,8 @@ def _raise_last_error(lib: ctypes.CDLL) -> None:
 class NativeModel:
     """A loaded checkpoint in the native engine. Implements `backend.Backend`."""
 
-    def __init__(self, data: mmap.mmap | bytes | bytearray, *, name: str = "model"):
+    def __init__(self, data: mmap.mmap | bytes | bytearray, *, name: str = "model",
+                 threads: int | None = None):
         self._lib = lib = load_library()
         self.name = name
         # Keep the bytes alive for the engine's lifetime; the engine reads the weights in place.
@@ -83,13 +87,16 @@ class NativeModel:
         self._engine = lib.l2c_load(address, len(data))
         if not self._engine:
             _raise_last_error(lib)
+        if threads is None:
+            threads = int(os.environ.get(THREADS_ENV) or 0)
+        self.threads = lib.l2c_set_threads(self._engine, threads)
         shared = lib.l2c_shared_classifier(self._engine) == 1
         self.config = Config(*cfg, shared_classifier=shared)
         self._logits_ptr: int | None = None
         self._logits: np.ndarray | None = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "NativeModel":
+    def open(cls, path: str | os.PathLike, threads: int | None = None) -> "NativeModel":
         """Memory-maps a checkpoint file and loads it."""
         try:
             with open(path, "rb") as f:
@@ -97,7 +104,7 @@ class NativeModel:
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         except OSError as e:
             raise CheckpointError(f"cannot open model {path}: {e.strerror or e}") from None
-        return cls(data, name=str(path))
+        return cls(data, name=str(path), threads=threads)
 
     def forward(self, token: int, pos: int) -> np.ndarray:
         if self._engine is None:
