@@ -10,9 +10,11 @@
  * checks every size against those bytes before it touches any weight, and never aborts: each failure
  * is an error code plus a message from l2c_last_error().
  *
- * Arithmetic follows llama2.c's run.c operation for operation (same summation order, no fused
- * multiply-add), so fp32 logits are bit-identical to run.c's and sampled text is byte-identical.
- * The matmul gets its speed from computing several rows at once, each row still summed in order.
+ * For fp32 models, arithmetic follows llama2.c's run.c operation for operation (same summation
+ * order, no fused multiply-add), so logits are bit-identical to run.c's and sampled text is
+ * byte-identical. The matmul gets its speed from SIMD lanes that each compute a whole row, in order,
+ * and from threads that each compute whole rows. int8 models (llama2.c's Q8_0 export) follow
+ * runq.c's arithmetic.
  *
  * Sections, in the order data flows:
  *   1. the exported API and error codes
@@ -68,25 +70,34 @@ static int fail(int code, const char* fmt, ...) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * 2. The checkpoint (llama2.c's legacy format, "version 0").
+ * 2. The checkpoint. Two formats, told apart by their first four bytes.
  *
- * header: 7 x int32   dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len
- *                     (vocab_size < 0 means the classifier is unshared and stored last)
- * then fp32 tensors, each row-major:
- *   token_embedding   (vocab_size, dim)
- *   rms_att           (n_layers, dim)
- *   wq                (n_layers, dim, dim)          rows are outputs: (n_heads*head_size, dim)
- *   wk                (n_layers, kv_dim, dim)
- *   wv                (n_layers, kv_dim, dim)
- *   wo                (n_layers, dim, dim)
- *   rms_ffn           (n_layers, dim)
- *   w1                (n_layers, hidden_dim, dim)
- *   w2                (n_layers, dim, hidden_dim)
- *   w3                (n_layers, hidden_dim, dim)
- *   rms_final         (dim,)
- *   freq_cis_real     (seq_len * head_size / 2,)    unused: RoPE is computed on the fly
- *   freq_cis_imag     (seq_len * head_size / 2,)    unused
- *   wcls              (vocab_size, dim)             only when unshared
+ * fp32, llama2.c's legacy format ("version 0"):
+ *   header: 7 x int32  dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len
+ *                      (vocab_size < 0 means the classifier is unshared and stored last)
+ *   then fp32 tensors, each row-major:
+ *     token_embedding   (vocab_size, dim)
+ *     rms_att           (n_layers, dim)
+ *     wq                (n_layers, dim, dim)        rows are outputs
+ *     wk                (n_layers, kv_dim, dim)
+ *     wv                (n_layers, kv_dim, dim)
+ *     wo                (n_layers, dim, dim)
+ *     rms_ffn           (n_layers, dim)
+ *     w1                (n_layers, hidden_dim, dim)
+ *     w2                (n_layers, dim, hidden_dim)
+ *     w3                (n_layers, hidden_dim, dim)
+ *     rms_final         (dim,)
+ *     freq_cis_real     (seq_len * head_size / 2,)  unused: RoPE is computed on the fly
+ *     freq_cis_imag     (seq_len * head_size / 2,)  unused
+ *     wcls              (vocab_size, dim)           only when unshared
+ *
+ * int8, llama2.c's "version 2" export (Q8_0: int8 values with one fp32 scale per group):
+ *   header, 256 bytes: uint32 magic 0x616b3432 ("ak42"), int32 version 2, the 7 config int32s,
+ *                      uint8 shared_classifier, int32 group_size, zero padding
+ *   fp32: rms_att (n_layers, dim), rms_ffn (n_layers, dim), rms_final (dim,)
+ *   then each quantized tensor as its int8 values followed by its scales (numel / group_size):
+ *     token_embedding (vocab_size, dim); per layer wq; per layer wk; per layer wv; per layer wo;
+ *     per layer w1; per layer w2; per layer w3; wcls (vocab_size, dim) only when unshared
  */
 
 typedef struct {
@@ -99,22 +110,41 @@ typedef struct {
     int seq_len;    /* maximum sequence length */
 } Config;
 
-typedef struct {
-    const float* token_embedding; /* (vocab_size, dim) */
-    const float* rms_att;         /* (n_layers, dim) */
-    const float* wq;              /* (n_layers, dim, dim) */
-    const float* wk;              /* (n_layers, kv_dim, dim) */
-    const float* wv;              /* (n_layers, kv_dim, dim) */
-    const float* wo;              /* (n_layers, dim, dim) */
-    const float* rms_ffn;         /* (n_layers, dim) */
-    const float* w1;              /* (n_layers, hidden_dim, dim) */
-    const float* w2;              /* (n_layers, dim, hidden_dim) */
-    const float* w3;              /* (n_layers, hidden_dim, dim) */
-    const float* rms_final;       /* (dim,) */
-    const float* wcls;            /* (vocab_size, dim) */
-} Weights;
+enum { FORMAT_FP32 = 0, FORMAT_INT8 = 2 }; /* the llama2.c export versions */
 
-#define HEADER_BYTES (7 * (int64_t)sizeof(int32_t))
+#define LEGACY_HEADER_BYTES 28
+#define V2_HEADER_BYTES 256
+#define V2_MAGIC 0x616b3432u
+
+typedef struct {
+    Config config;
+    int format;      /* FORMAT_FP32 or FORMAT_INT8 */
+    int shared;      /* the classifier is the token embedding */
+    int group_size;  /* int8: values per scale */
+    int64_t header;  /* bytes before the weights */
+} Layout;
+
+/* One weight matrix (d, n): fp32 values, or int8 values with a scale per group_size values. */
+typedef struct {
+    const float* f;  /* fp32 weights, or NULL for int8 */
+    const int8_t* q; /* int8 weights */
+    const float* s;  /* int8 scales (read with memcpy: they may be unaligned) */
+} Matrix;
+
+typedef struct {
+    Matrix token_embedding; /* (vocab_size, dim) */
+    const float* rms_att;   /* (n_layers, dim) */
+    const float* rms_ffn;   /* (n_layers, dim) */
+    const float* rms_final; /* (dim,) */
+    Matrix* wq;             /* n_layers x (dim, dim) */
+    Matrix* wk;             /* n_layers x (kv_dim, dim) */
+    Matrix* wv;             /* n_layers x (kv_dim, dim) */
+    Matrix* wo;             /* n_layers x (dim, dim) */
+    Matrix* w1;             /* n_layers x (hidden_dim, dim) */
+    Matrix* w2;             /* n_layers x (dim, hidden_dim) */
+    Matrix* w3;             /* n_layers x (hidden_dim, dim) */
+    Matrix wcls;            /* (vocab_size, dim) */
+} Weights;
 
 /* Upper bounds far above any llama2.c model yet small enough that every size below fits int64. */
 #define MAX_DIM (1 << 16)
@@ -123,33 +153,18 @@ typedef struct {
 #define MAX_VOCAB (1 << 20)
 #define MAX_SEQ (1 << 20)
 
-/* Reads the header from the buffer and checks it. Returns L2C_OK and fills cfg and *shared. */
-static int read_config(const unsigned char* data, size_t size, Config* cfg, int* shared) {
-    if (size < (size_t)HEADER_BYTES) {
-        return fail(L2C_ERR_TRUNCATED, "checkpoint is %zu bytes, shorter than its %d-byte header",
-                    size, (int)HEADER_BYTES);
-    }
-    int32_t h[7];
-    memcpy(h, data, sizeof(h)); /* little-endian, as llama2.c writes it */
-    cfg->dim = h[0];
-    cfg->hidden_dim = h[1];
-    cfg->n_layers = h[2];
-    cfg->n_heads = h[3];
-    cfg->n_kv_heads = h[4];
-    cfg->vocab_size = h[5] < 0 && h[5] != INT32_MIN ? -h[5] : h[5];
-    cfg->seq_len = h[6];
-    *shared = h[5] > 0;
-
+static int check_config(const Config* cfg, int32_t vocab_field) {
     struct { const char* name; int32_t value; int32_t max; } fields[] = {
-        {"dim", h[0], MAX_DIM},          {"hidden_dim", h[1], MAX_HIDDEN},
-        {"n_layers", h[2], MAX_LAYERS},  {"n_heads", h[3], MAX_DIM},
-        {"n_kv_heads", h[4], MAX_DIM},   {"vocab_size", cfg->vocab_size, MAX_VOCAB},
-        {"seq_len", h[6], MAX_SEQ},
+        {"dim", cfg->dim, MAX_DIM},           {"hidden_dim", cfg->hidden_dim, MAX_HIDDEN},
+        {"n_layers", cfg->n_layers, MAX_LAYERS}, {"n_heads", cfg->n_heads, MAX_DIM},
+        {"n_kv_heads", cfg->n_kv_heads, MAX_DIM}, {"vocab_size", cfg->vocab_size, MAX_VOCAB},
+        {"seq_len", cfg->seq_len, MAX_SEQ},
     };
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         if (fields[i].value <= 0 || fields[i].value > fields[i].max) {
             return fail(L2C_ERR_HEADER, "bad header: %s = %d (must be between 1 and %d)",
-                        fields[i].name, (int)(i == 5 ? h[5] : fields[i].value), fields[i].max);
+                        fields[i].name, (int)(i == 5 ? vocab_field : fields[i].value),
+                        fields[i].max);
         }
     }
     if (cfg->dim % cfg->n_heads != 0) {
@@ -167,41 +182,137 @@ static int read_config(const unsigned char* data, size_t size, Config* cfg, int*
     return L2C_OK;
 }
 
-/* The number of fp32 values the weights occupy, freq_cis tables included. */
-static int64_t weight_floats(const Config* c, int shared) {
+/* Reads either header from the buffer and checks it. Returns L2C_OK and fills the layout. */
+static int read_layout(const unsigned char* data, size_t size, Layout* out) {
+    if (size < LEGACY_HEADER_BYTES) {
+        return fail(L2C_ERR_TRUNCATED, "checkpoint is %zu bytes, shorter than its %d-byte header",
+                    size, LEGACY_HEADER_BYTES);
+    }
+    uint32_t magic;
+    memcpy(&magic, data, sizeof(magic)); /* little-endian, as llama2.c writes it */
+    int32_t h[7];
+    Layout l = {0};
+    if (magic == V2_MAGIC) {
+        if (size < V2_HEADER_BYTES) {
+            return fail(L2C_ERR_TRUNCATED, "int8 checkpoint is %zu bytes, shorter than its "
+                        "%d-byte header", size, V2_HEADER_BYTES);
+        }
+        int32_t version, group_size;
+        memcpy(&version, data + 4, sizeof(version));
+        if (version != 2) {
+            return fail(L2C_ERR_HEADER, "unsupported checkpoint version %d (this engine reads the "
+                        "legacy fp32 format and version 2, int8)", (int)version);
+        }
+        memcpy(h, data + 8, sizeof(h));
+        memcpy(&group_size, data + 37, sizeof(group_size)); /* packed after the uint8 flag */
+        l.format = FORMAT_INT8;
+        l.shared = data[36];
+        l.group_size = group_size;
+        l.header = V2_HEADER_BYTES;
+        if (l.shared > 1) {
+            return fail(L2C_ERR_HEADER, "bad header: shared_classifier flag is %d", l.shared);
+        }
+    } else {
+        memcpy(h, data, sizeof(h));
+        l.format = FORMAT_FP32;
+        l.shared = h[5] > 0;
+        l.header = LEGACY_HEADER_BYTES;
+    }
+    Config* c = &l.config;
+    c->dim = h[0];
+    c->hidden_dim = h[1];
+    c->n_layers = h[2];
+    c->n_heads = h[3];
+    c->n_kv_heads = h[4];
+    c->vocab_size = l.format == FORMAT_FP32 && h[5] < 0 && h[5] != INT32_MIN ? -h[5] : h[5];
+    c->seq_len = h[6];
+    int rc = check_config(c, h[5]);
+    if (rc != L2C_OK) return rc;
+    if (l.format == FORMAT_INT8 &&
+        (l.group_size <= 0 || c->dim % l.group_size || c->hidden_dim % l.group_size)) {
+        return fail(L2C_ERR_HEADER, "bad header: group size %d must divide dim %d and hidden_dim "
+                    "%d", l.group_size, c->dim, c->hidden_dim);
+    }
+    *out = l;
+    return L2C_OK;
+}
+
+/* Bytes of one matrix of numel values in this layout's format. */
+static int64_t matrix_bytes(const Layout* l, int64_t numel) {
+    if (l->format == FORMAT_FP32) return numel * (int64_t)sizeof(float);
+    return numel + numel / l->group_size * (int64_t)sizeof(float);
+}
+
+/* The exact byte length the layout implies. */
+static int64_t checkpoint_bytes(const Layout* l) {
+    const Config* c = &l->config;
     int64_t dim = c->dim, hidden = c->hidden_dim, layers = c->n_layers, vocab = c->vocab_size;
     int64_t head_size = dim / c->n_heads;
     int64_t kv_dim = dim * c->n_kv_heads / c->n_heads;
-    int64_t n = vocab * dim;                     /* token_embedding */
-    n += layers * dim;                           /* rms_att */
-    n += layers * dim * dim;                     /* wq */
-    n += 2 * layers * kv_dim * dim;              /* wk, wv */
-    n += layers * dim * dim;                     /* wo */
-    n += layers * dim;                           /* rms_ffn */
-    n += 3 * layers * hidden * dim;              /* w1, w2, w3 */
-    n += dim;                                    /* rms_final */
-    n += 2 * ((int64_t)c->seq_len * head_size / 2); /* freq_cis_real, freq_cis_imag */
-    if (!shared) n += vocab * dim;               /* wcls */
+    int64_t n = l->header;
+    n += (2 * layers * dim + dim) * (int64_t)sizeof(float);       /* the rmsnorm weights */
+    n += matrix_bytes(l, vocab * dim);                             /* token_embedding */
+    n += layers * 2 * matrix_bytes(l, dim * dim);                  /* wq, wo */
+    n += layers * 2 * matrix_bytes(l, kv_dim * dim);               /* wk, wv */
+    n += layers * 3 * matrix_bytes(l, hidden * dim);               /* w1, w2, w3 */
+    if (!l->shared) n += matrix_bytes(l, vocab * dim);             /* wcls */
+    if (l->format == FORMAT_FP32) {
+        n += 2 * (((int64_t)c->seq_len * head_size / 2) * (int64_t)sizeof(float)); /* freq_cis */
+    }
     return n;
 }
 
-static void map_weights(Weights* w, const Config* c, const float* p, int shared) {
+/* Takes the next matrix of numel values from *p. */
+static Matrix next_matrix(const Layout* l, const unsigned char** p, int64_t numel) {
+    Matrix m = {0};
+    if (l->format == FORMAT_FP32) {
+        m.f = (const float*)*p;
+    } else {
+        m.q = (const int8_t*)*p;
+        m.s = (const float*)(*p + numel);
+    }
+    *p += matrix_bytes(l, numel);
+    return m;
+}
+
+static const float* next_floats(const unsigned char** p, int64_t count) {
+    const float* f = (const float*)*p;
+    *p += count * (int64_t)sizeof(float);
+    return f;
+}
+
+/* Points every weight into the checkpoint bytes (no copy). layer_matrices holds 7 * n_layers. */
+static void map_weights(Weights* w, const Layout* l, const unsigned char* data,
+                        Matrix* layer_matrices) {
+    const Config* c = &l->config;
     int64_t dim = c->dim, hidden = c->hidden_dim, layers = c->n_layers;
-    int64_t head_size = dim / c->n_heads;
     int64_t kv_dim = dim * c->n_kv_heads / c->n_heads;
-    w->token_embedding = p; p += (int64_t)c->vocab_size * dim;
-    w->rms_att = p;         p += layers * dim;
-    w->wq = p;              p += layers * dim * dim;
-    w->wk = p;              p += layers * kv_dim * dim;
-    w->wv = p;              p += layers * kv_dim * dim;
-    w->wo = p;              p += layers * dim * dim;
-    w->rms_ffn = p;         p += layers * dim;
-    w->w1 = p;              p += layers * hidden * dim;
-    w->w2 = p;              p += layers * dim * hidden;
-    w->w3 = p;              p += layers * hidden * dim;
-    w->rms_final = p;       p += dim;
-    p += 2 * ((int64_t)c->seq_len * head_size / 2); /* skip freq_cis_real and freq_cis_imag */
-    w->wcls = shared ? w->token_embedding : p;
+    int64_t head_size = dim / c->n_heads;
+    const unsigned char* p = data + l->header;
+    Matrix** per_layer[7] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w1, &w->w2, &w->w3};
+    int64_t numel[7] = {dim * dim, kv_dim * dim, kv_dim * dim, dim * dim, hidden * dim,
+                        dim * hidden, hidden * dim};
+    for (int i = 0; i < 7; i++) *per_layer[i] = layer_matrices + i * layers;
+
+    if (l->format == FORMAT_FP32) { /* norms sit between the matrices */
+        w->token_embedding = next_matrix(l, &p, c->vocab_size * dim);
+        w->rms_att = next_floats(&p, layers * dim);
+        for (int i = 0; i < 4; i++)
+            for (int64_t k = 0; k < layers; k++) (*per_layer[i])[k] = next_matrix(l, &p, numel[i]);
+        w->rms_ffn = next_floats(&p, layers * dim);
+        for (int i = 4; i < 7; i++)
+            for (int64_t k = 0; k < layers; k++) (*per_layer[i])[k] = next_matrix(l, &p, numel[i]);
+        w->rms_final = next_floats(&p, dim);
+        p += 2 * (((int64_t)c->seq_len * head_size / 2) * (int64_t)sizeof(float)); /* freq_cis */
+    } else { /* the fp32 norms come first, then every quantized matrix */
+        w->rms_att = next_floats(&p, layers * dim);
+        w->rms_ffn = next_floats(&p, layers * dim);
+        w->rms_final = next_floats(&p, dim);
+        w->token_embedding = next_matrix(l, &p, c->vocab_size * dim);
+        for (int i = 0; i < 7; i++)
+            for (int64_t k = 0; k < layers; k++) (*per_layer[i])[k] = next_matrix(l, &p, numel[i]);
+    }
+    w->wcls = l->shared ? w->token_embedding : next_matrix(l, &p, c->vocab_size * dim);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -209,11 +320,17 @@ static void map_weights(Weights* w, const Config* c, const float* p, int shared)
  */
 
 typedef struct {
+    int8_t* q; /* (n,) int8 values */
+    float* s;  /* (n / group_size,) scales */
+} QuantizedVector;
+
+typedef struct {
     float* x;      /* (dim,) the residual stream */
     float* xb;     /* (dim,) scratch: normed input, then attention output */
     float* xb2;    /* (dim,) scratch */
     float* hb;     /* (hidden_dim,) FFN scratch */
     float* hb2;    /* (hidden_dim,) FFN scratch */
+    QuantizedVector xq; /* (max(dim, hidden_dim),) int8 models: a matmul input, quantized */
     float* q;      /* (dim,) queries for this position */
     float* att;    /* (n_heads, seq_len) attention scores */
     float* logits; /* (vocab_size,) the output */
@@ -223,35 +340,42 @@ typedef struct {
 
 typedef struct {
     Config config;
+    Layout layout;
     Weights weights;
+    Matrix* layer_matrices; /* 7 * n_layers, what the Weights' per-layer pointers index */
     RunState state;
     const unsigned char* data; /* the caller's checkpoint bytes, used in place */
     size_t size;
-    int shared_classifier;
 } Engine;
 
 static void free_state(RunState* s) {
-    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q);
-    free(s->att); free(s->logits); free(s->key_cache); free(s->value_cache);
+    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->xq.q);
+    free(s->xq.s); free(s->q); free(s->att); free(s->logits); free(s->key_cache);
+    free(s->value_cache);
     memset(s, 0, sizeof(*s));
 }
 
-static int alloc_state(RunState* s, const Config* c) {
+static int alloc_state(RunState* s, const Layout* l) {
+    const Config* c = &l->config;
     size_t kv_dim = (size_t)c->dim * c->n_kv_heads / c->n_heads;
     size_t cache = (size_t)c->n_layers * c->seq_len * kv_dim;
+    size_t widest = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
     memset(s, 0, sizeof(*s));
     s->x = calloc(c->dim, sizeof(float));
     s->xb = calloc(c->dim, sizeof(float));
     s->xb2 = calloc(c->dim, sizeof(float));
     s->hb = calloc(c->hidden_dim, sizeof(float));
     s->hb2 = calloc(c->hidden_dim, sizeof(float));
+    int int8 = l->format == FORMAT_INT8;
+    s->xq.q = int8 ? calloc(widest, sizeof(int8_t)) : NULL;
+    s->xq.s = int8 ? calloc(widest / l->group_size, sizeof(float)) : NULL;
     s->q = calloc(c->dim, sizeof(float));
     s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
     s->logits = calloc(c->vocab_size, sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->att || !s->logits ||
-        !s->key_cache || !s->value_cache) {
+    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || (int8 && (!s->xq.q || !s->xq.s)) ||
+        !s->q || !s->att || !s->logits || !s->key_cache || !s->value_cache) {
         free_state(s);
         return fail(L2C_ERR_NOMEM, "out of memory: the KV cache alone needs %.1f MB",
                     2.0 * cache * sizeof(float) / 1e6);
@@ -283,6 +407,13 @@ static void softmax(float* x, int size) {
     for (int i = 0; i < size; i++) x[i] /= sum;
 }
 
+/* Four floats in one SIMD register (GCC and Clang vector extensions: SSE natively, SIMD128 in
+ * WebAssembly). */
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v4f_unaligned __attribute__((vector_size(16), aligned(4)));
+
+static inline v4f load4(const float* p) { return *(const v4f_unaligned*)p; }
+
 #ifdef L2C_SCALAR
 /* The baseline build (-DL2C_SCALAR): run.c's plain loop, one row at a time. */
 static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
@@ -303,11 +434,6 @@ static void matmul_rows(float* out, const float* x, const float* w, int n, int b
  * the four quarters of the range, so each lane reads memory front to back, as prefetchers like it.
  * GCC and Clang vector extensions: SSE natively, WebAssembly SIMD128 under emcc -msimd128.
  */
-typedef float v4f __attribute__((vector_size(16)));
-typedef float v4f_unaligned __attribute__((vector_size(16), aligned(4)));
-
-static inline v4f load4(const float* p) { return *(const v4f_unaligned*)p; }
-
 static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
     int quarter = (end - begin) / 4;
     int n4 = n & ~3;
@@ -349,6 +475,92 @@ static void matmul_rows(float* out, const float* x, const float* w, int n, int b
     }
 }
 #endif
+
+/*
+ * int8 (Q8_0) kernels, as llama2.c's runq.c: the matmul input is quantized to int8 with one scale
+ * per group, each group's dot product is exact in int32, and the groups' contributions are summed
+ * in float. Integer sums do not depend on order, so the SIMD version is free to regroup them.
+ */
+
+static inline float load_scale(const float* s, size_t i) {
+    float v;
+    memcpy(&v, (const unsigned char*)s + i * sizeof(float), sizeof(v)); /* may be unaligned */
+    return v;
+}
+
+/* x (n,) -> int8 values and one scale per group_size values, max |x| of a group mapping to 127. */
+static void quantize(QuantizedVector* out, const float* x, int n, int group_size) {
+    for (int g = 0; g < n / group_size; g++) {
+        const float* xg = x + (size_t)g * group_size;
+        float wmax = 0.0f;
+        for (int i = 0; i < group_size; i++) {
+            float v = fabsf(xg[i]);
+            if (v > wmax) wmax = v;
+        }
+        float scale = wmax / 127.0f;
+        out->s[g] = scale;
+        for (int i = 0; i < group_size; i++) {
+            out->q[(size_t)g * group_size + i] = scale > 0.0f ? (int8_t)roundf(xg[i] / scale) : 0;
+        }
+    }
+}
+
+/* 16 int8 products of a and b, summed into 4 int32 lanes (exact). */
+typedef int32_t v4i __attribute__((vector_size(16)));
+#if defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+static inline v4i dot16_i8(const int8_t* a, const int8_t* b) {
+    v128_t va = wasm_v128_load(a), vb = wasm_v128_load(b);
+    return (v4i)wasm_i32x4_add(
+        wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(va), wasm_i16x8_extend_low_i8x16(vb)),
+        wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(va), wasm_i16x8_extend_high_i8x16(vb)));
+}
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+static inline v4i dot16_i8(const int8_t* a, const int8_t* b) {
+    __m128i va = _mm_loadu_si128((const __m128i*)a), vb = _mm_loadu_si128((const __m128i*)b);
+    /* sign-extend bytes to 16 bits: interleave each with itself, then shift right arithmetically */
+    __m128i a_lo = _mm_srai_epi16(_mm_unpacklo_epi8(va, va), 8);
+    __m128i a_hi = _mm_srai_epi16(_mm_unpackhi_epi8(va, va), 8);
+    __m128i b_lo = _mm_srai_epi16(_mm_unpacklo_epi8(vb, vb), 8);
+    __m128i b_hi = _mm_srai_epi16(_mm_unpackhi_epi8(vb, vb), 8);
+    return (v4i)_mm_add_epi32(_mm_madd_epi16(a_lo, b_lo), _mm_madd_epi16(a_hi, b_hi));
+}
+#else
+static inline v4i dot16_i8(const int8_t* a, const int8_t* b) {
+    v4i sum = {0, 0, 0, 0};
+    for (int i = 0; i < 16; i++) sum[i & 3] += (int32_t)a[i] * b[i];
+    return sum;
+}
+#endif
+
+/*
+ * W (d, n) int8 @ x (n,) quantized -> out (d,), rows [begin, end).
+ * Each group's integer dot product is exact; its float contribution, int sum x weight scale x
+ * input scale, accumulates in four lanes that are added once per row.
+ */
+static void matmul_rows_q8(float* out, const QuantizedVector* x, const Matrix* w, int n,
+                           int group_size, int begin, int end) {
+    for (int i = begin; i < end; i++) {
+        size_t row = (size_t)i * n;
+        const int8_t* wq = w->q + row;
+        v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
+        float tail = 0.0f;
+        for (int j = 0; j < n; j += group_size) {
+            float scale = load_scale(w->s, (row + j) / group_size) * x->s[j / group_size];
+            if (group_size % 16 == 0) {
+                v4i isum = {0, 0, 0, 0};
+                for (int k = 0; k < group_size; k += 16) isum += dot16_i8(x->q + j + k, wq + j + k);
+                acc += __builtin_convertvector(isum, v4f) * scale;
+            } else {
+                int32_t isum = 0;
+                for (int k = 0; k < group_size; k++) isum += (int32_t)x->q[j + k] * wq[j + k];
+                tail += (float)isum * scale;
+            }
+        }
+        out[i] = (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail;
+    }
+}
 
 /* ---------------------------------------------------------------------------------------------
  * 5. Threads: a small pool that splits each matmul's rows (and attention's heads) between threads.
@@ -501,9 +713,11 @@ static void thread_share(int n, int t, int n_threads, int* begin, int* end) {
 /* Up to three matmuls with the same input, run as one job: W_i (d_i, n) @ x (n,) -> out_i. */
 typedef struct {
     int count;
-    const float* x;
+    const float* x;           /* fp32 input */
+    const QuantizedVector* xq; /* the same input quantized, for int8 matrices */
     int n;
-    struct { float* out; const float* w; int d; } m[3];
+    int group_size;
+    struct { float* out; const Matrix* w; int d; } m[3];
 } MatmulJob;
 
 static void matmul_job(void* arg, int t, int n_threads) {
@@ -511,13 +725,29 @@ static void matmul_job(void* arg, int t, int n_threads) {
     for (int i = 0; i < job->count; i++) {
         int begin, end;
         thread_share(job->m[i].d, t, n_threads, &begin, &end);
-        if (begin < end) matmul_rows(job->m[i].out, job->x, job->m[i].w, job->n, begin, end);
+        if (begin >= end) continue;
+        if (job->m[i].w->f) {
+            matmul_rows(job->m[i].out, job->x, job->m[i].w->f, job->n, begin, end);
+        } else {
+            matmul_rows_q8(job->m[i].out, job->xq, job->m[i].w, job->n, job->group_size, begin,
+                           end);
+        }
     }
 }
 
-static void matmul(float* out, const float* x, const float* w, int n, int d) {
+/* Runs the job's matmuls over all threads, quantizing the input first for an int8 model. */
+static void run_matmuls(Engine* e, MatmulJob* job) {
+    if (e->layout.format == FORMAT_INT8) {
+        quantize(&e->state.xq, job->x, job->n, e->layout.group_size);
+        job->xq = &e->state.xq;
+        job->group_size = e->layout.group_size;
+    }
+    run_job(matmul_job, job);
+}
+
+static void matmul(Engine* e, float* out, const float* x, const Matrix* w, int n, int d) {
     MatmulJob job = {.count = 1, .x = x, .n = n, .m = {{out, w, d}}};
-    run_job(matmul_job, &job);
+    run_matmuls(e, &job);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -562,6 +792,19 @@ static void attention_job(void* arg, int t, int n_threads) {
     }
 }
 
+/* Row `token` of the token embedding, as fp32 (int8 rows are dequantized on the fly). */
+static void embed(Engine* e, float* x, int token) {
+    const Matrix* m = &e->weights.token_embedding;
+    int dim = e->config.dim;
+    size_t row = (size_t)token * dim;
+    if (m->f) {
+        memcpy(x, m->f + row, dim * sizeof(float));
+        return;
+    }
+    int group_size = e->layout.group_size;
+    for (int i = 0; i < dim; i++) x[i] = m->q[row + i] * load_scale(m->s, (row + i) / group_size);
+}
+
 static float* forward(Engine* e, int token, int pos) {
     const Config* p = &e->config;
     const Weights* w = &e->weights;
@@ -572,7 +815,7 @@ static float* forward(Engine* e, int token, int pos) {
     int hidden_dim = p->hidden_dim;
     int head_size = dim / p->n_heads;
 
-    memcpy(x, w->token_embedding + (size_t)token * dim, dim * sizeof(float));
+    embed(e, x, token);
 
     for (int l = 0; l < p->n_layers; l++) {
         size_t loff = (size_t)l * p->seq_len * kv_dim; /* this layer's slice of the KV cache */
@@ -582,10 +825,8 @@ static float* forward(Engine* e, int token, int pos) {
         /* attention: q, k, v projections in one job, k and v written straight into the cache */
         rmsnorm(s->xb, x, w->rms_att + (size_t)l * dim, dim);
         MatmulJob qkv = {.count = 3, .x = s->xb, .n = dim, .m = {
-            {s->q, w->wq + (size_t)l * dim * dim, dim},
-            {k, w->wk + (size_t)l * dim * kv_dim, kv_dim},
-            {v, w->wv + (size_t)l * dim * kv_dim, kv_dim}}};
-        run_job(matmul_job, &qkv);
+            {s->q, &w->wq[l], dim}, {k, &w->wk[l], kv_dim}, {v, &w->wv[l], kv_dim}}};
+        run_matmuls(e, &qkv);
 
         /* RoPE: rotate each (even, odd) pair of q and k by a position-dependent angle */
         for (int i = 0; i < dim; i += 2) {
@@ -606,27 +847,26 @@ static float* forward(Engine* e, int token, int pos) {
 
         AttentionJob attention = {e, l, pos};
         run_job(attention_job, &attention);
-        matmul(s->xb2, s->xb, w->wo + (size_t)l * dim * dim, dim, dim);
+        matmul(e, s->xb2, s->xb, &w->wo[l], dim, dim);
         for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
 
         /* feed-forward: w2(silu(w1 x) * w3 x), w1 and w3 in one job */
         rmsnorm(s->xb, x, w->rms_ffn + (size_t)l * dim, dim);
         MatmulJob up = {.count = 2, .x = s->xb, .n = dim, .m = {
-            {s->hb, w->w1 + (size_t)l * dim * hidden_dim, hidden_dim},
-            {s->hb2, w->w3 + (size_t)l * dim * hidden_dim, hidden_dim}}};
-        run_job(matmul_job, &up);
+            {s->hb, &w->w1[l], hidden_dim}, {s->hb2, &w->w3[l], hidden_dim}}};
+        run_matmuls(e, &up);
         for (int i = 0; i < hidden_dim; i++) {
             float val = s->hb[i];
             val *= (1.0f / (1.0f + expf(-val)));
             val *= s->hb2[i];
             s->hb[i] = val;
         }
-        matmul(s->xb, s->hb, w->w2 + (size_t)l * dim * hidden_dim, hidden_dim, dim);
+        matmul(e, s->xb, s->hb, &w->w2[l], hidden_dim, dim);
         for (int i = 0; i < dim; i++) x[i] += s->xb[i];
     }
 
     rmsnorm(x, x, w->rms_final, dim);
-    matmul(s->logits, x, w->wcls, dim, p->vocab_size);
+    matmul(e, s->logits, x, &w->wcls, dim, p->vocab_size);
     return s->logits;
 }
 
@@ -642,16 +882,13 @@ L2C_API int l2c_last_error_code(void) { return g_error_code; }
  * Checks a checkpoint without loading it. Fills config7 (7 ints, the header with a positive
  * vocab_size) when the header could be read. Returns L2C_OK or an error code.
  */
-L2C_API int l2c_check(const unsigned char* data, size_t size, int* config7) {
+static int check_layout(const unsigned char* data, size_t size, Layout* l) {
     g_error[0] = '\0';
     g_error_code = L2C_OK;
     if (data == NULL && size > 0) return fail(L2C_ERR_ARGUMENT, "checkpoint pointer is NULL");
-    Config c;
-    int shared = 1;
-    int rc = read_config(data, size, &c, &shared);
+    int rc = read_layout(data, size, l);
     if (rc != L2C_OK) return rc;
-    if (config7) memcpy(config7, &c, sizeof(c));
-    int64_t expected = HEADER_BYTES + weight_floats(&c, shared) * (int64_t)sizeof(float);
+    int64_t expected = checkpoint_bytes(l);
     if ((int64_t)size != expected) {
         return fail(L2C_ERR_SIZE,
                     "checkpoint size mismatch: the header implies %lld bytes, the file has %zu "
@@ -662,30 +899,40 @@ L2C_API int l2c_check(const unsigned char* data, size_t size, int* config7) {
     return L2C_OK;
 }
 
+L2C_API int l2c_check(const unsigned char* data, size_t size, int* config7) {
+    Layout l;
+    int rc = check_layout(data, size, &l);
+    if (config7 && (rc == L2C_OK || rc == L2C_ERR_SIZE)) memcpy(config7, &l.config, sizeof(Config));
+    return rc;
+}
+
 /*
  * Loads a checkpoint from bytes the caller owns and keeps alive until l2c_free.
  * Returns an engine, or NULL with l2c_last_error() set.
  */
 L2C_API Engine* l2c_load(const unsigned char* data, size_t size) {
-    Config c;
-    if (l2c_check(data, size, (int*)&c) != L2C_OK) return NULL;
+    Layout l;
+    if (check_layout(data, size, &l) != L2C_OK) return NULL;
     if (((uintptr_t)data) % sizeof(float) != 0) {
         fail(L2C_ERR_ARGUMENT, "checkpoint buffer must be 4-byte aligned");
         return NULL;
     }
     Engine* e = calloc(1, sizeof(Engine));
-    if (!e) {
+    Matrix* matrices = calloc((size_t)7 * l.config.n_layers, sizeof(Matrix));
+    if (!e || !matrices) {
+        free(e);
+        free(matrices);
         fail(L2C_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    e->config = c;
+    e->config = l.config;
+    e->layout = l;
     e->data = data;
     e->size = size;
-    int32_t vocab_field;
-    memcpy(&vocab_field, data + 5 * sizeof(int32_t), sizeof(vocab_field));
-    e->shared_classifier = vocab_field > 0;
-    map_weights(&e->weights, &c, (const float*)(data + HEADER_BYTES), e->shared_classifier);
-    if (alloc_state(&e->state, &c) != L2C_OK) {
+    e->layer_matrices = matrices;
+    map_weights(&e->weights, &l, data, matrices);
+    if (alloc_state(&e->state, &l) != L2C_OK) {
+        free(matrices);
         free(e);
         return NULL;
     }
@@ -699,7 +946,13 @@ L2C_API int l2c_config(const Engine* e, int* out7) {
     return L2C_OK;
 }
 
-L2C_API int l2c_shared_classifier(const Engine* e) { return e ? e->shared_classifier : -1; }
+L2C_API int l2c_shared_classifier(const Engine* e) { return e ? e->layout.shared : -1; }
+
+/* 0 for the legacy fp32 format, 2 for int8 (llama2.c's export versions); -1 without an engine. */
+L2C_API int l2c_format(const Engine* e) { return e ? e->layout.format : -1; }
+
+/* Values per scale in an int8 model, 0 for fp32. */
+L2C_API int l2c_group_size(const Engine* e) { return e ? e->layout.group_size : -1; }
 
 /*
  * Runs one token at one position and returns the engine's (vocab_size,) logits buffer, valid until
@@ -730,8 +983,8 @@ L2C_API int l2c_set_threads(const Engine* e, int n) {
     if (n <= 0) {
         n = hardware_threads();
         /* A job must outweigh the cost of waking threads: small models run best on one. */
-        int64_t floats_per_token = e ? weight_floats(&e->config, 1) : 0;
-        if (floats_per_token < 4 * 1000 * 1000) n = 1;
+        int64_t bytes = e ? (int64_t)e->size : 0;
+        if (bytes < 8 * 1000 * 1000) n = 1;
     }
     return set_pool_threads(n);
 }
@@ -742,5 +995,6 @@ L2C_API int l2c_threads(void) { return g_threads; }
 L2C_API void l2c_free(Engine* e) {
     if (!e) return;
     free_state(&e->state);
+    free(e->layer_matrices);
     free(e);
 }

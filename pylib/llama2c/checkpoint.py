@@ -134,8 +134,14 @@ def read_weights(data: bytes | memoryview) -> tuple[Config, dict[str, np.ndarray
     return config, weights
 
 
-def random_weights(config: Config, seed: int = 0, scale: float = 0.02) -> dict[str, np.ndarray]:
-    """Seeded-random fp32 weights of the right shapes (norm weights near 1, like a trained model)."""
+def random_weights(config: Config, seed: int = 0, scale: float = 0.1,
+                   embedding_scale: float = 0.3) -> dict[str, np.ndarray]:
+    """Seeded-random fp32 weights of the right shapes.
+
+    The default scales give logits like a trained model's (standard deviation about 5, a top-p 0.9
+    nucleus of a few to a few dozen tokens), so sampling costs what it costs on a real model and
+    stories neither echo one token nor spread over the whole vocabulary.
+    """
     rng = np.random.default_rng(seed)
     weights = {}
     for name, shape in config.tensor_shapes():
@@ -143,7 +149,9 @@ def random_weights(config: Config, seed: int = 0, scale: float = 0.02) -> dict[s
             w = 1.0 + 0.1 * rng.standard_normal(shape)
         elif name.startswith("freq_cis"):
             w = np.zeros(shape)
-        else:  # small weights: sampled stories wander instead of echoing one token
+        elif name in ("token_embedding", "wcls"):
+            w = rng.standard_normal(shape) * embedding_scale
+        else:
             w = rng.standard_normal(shape) * scale
         weights[name] = w.astype(np.float32)
     return weights

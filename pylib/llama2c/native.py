@@ -56,6 +56,10 @@ def load_library() -> ctypes.CDLL:
     lib.l2c_shared_classifier.argtypes = [ptr]
     lib.l2c_forward.restype = ctypes.POINTER(ctypes.c_float)
     lib.l2c_forward.argtypes = [ptr, ctypes.c_int, ctypes.c_int]
+    lib.l2c_format.restype = ctypes.c_int
+    lib.l2c_format.argtypes = [ptr]
+    lib.l2c_group_size.restype = ctypes.c_int
+    lib.l2c_group_size.argtypes = [ptr]
     lib.l2c_set_threads.restype = ctypes.c_int
     lib.l2c_set_threads.argtypes = [ptr, ctypes.c_int]
     lib.l2c_free.restype = None
@@ -92,6 +96,8 @@ class NativeModel:
         self.threads = lib.l2c_set_threads(self._engine, threads)
         shared = lib.l2c_shared_classifier(self._engine) == 1
         self.config = Config(*cfg, shared_classifier=shared)
+        self.format = "int8" if lib.l2c_format(self._engine) == 2 else "fp32"
+        self.group_size = lib.l2c_group_size(self._engine)
         self._logits_ptr: int | None = None
         self._logits: np.ndarray | None = None
 

@@ -22,11 +22,29 @@ def random_u32(state: int) -> tuple[int, int]:
 
 def softmax(x: np.ndarray) -> np.ndarray:
     """run.c's softmax in float32: exp(x - max) / sequential sum. Returns a new array."""
-    shifted = x - x.max()
-    # expf, correctly rounded: evaluate in float64, round once to float32.
-    e = np.exp(shifted.astype(np.float64)).astype(np.float32)
-    total = np.cumsum(e)[-1]
-    return e / total
+    exps, total = exp_and_sum(x)
+    return exps / total
+
+
+def exp_and_sum(x: np.ndarray, work: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.float32]:
+    """exp(x - max(x)) in float32, and its sum added up in order, as run.c's softmax does.
+
+    expf is evaluated in float64 and rounded once to float32 (correctly rounded). `work` holds
+    preallocated buffers, so that a token's sampling allocates nothing.
+    """
+    n = len(x)
+    if work is None:
+        work = {}
+    if work.get("f32") is None or len(work["f32"]) != n:
+        work.update(f32=np.empty(n, np.float32), f64=np.empty(n, np.float64),
+                    cum=np.empty(n, np.float32))
+    exps, wide, cum = work["f32"], work["f64"], work["cum"]
+    np.subtract(x, x.max(), out=exps)
+    np.copyto(wide, exps)
+    np.exp(wide, out=wide)
+    np.copyto(exps, wide, casting="same_kind")
+    np.cumsum(exps, out=cum)  # sequential float32 adds, like run.c's loop (np.sum is pairwise)
+    return exps, cum[-1]
 
 
 def sample_argmax(probabilities: np.ndarray) -> int:
@@ -40,11 +58,17 @@ def sample_mult(probabilities: np.ndarray, coin: np.float32) -> int:
     return int(hit[0]) if hit.size else len(probabilities) - 1
 
 
-def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32) -> int:
-    """Nucleus sampling with run.c's cutoff: tokens below (1 - topp) / (n - 1) cannot be chosen."""
+def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
+                candidates: np.ndarray | None = None) -> int:
+    """Nucleus sampling with run.c's cutoff: tokens below (1 - topp) / (n - 1) cannot be chosen.
+
+    `candidates`, when given, is a superset (in index order) of the tokens that pass the cutoff.
+    """
     n = len(probabilities)
     cutoff = (_F32(1.0) - topp) / _F32(n - 1)
-    candidates = np.flatnonzero(probabilities >= cutoff)
+    if candidates is None:
+        candidates = np.arange(n)
+    candidates = candidates[probabilities[candidates] >= cutoff]
     if candidates.size == 0:
         return sample_argmax(probabilities)
     probs = probabilities[candidates]
@@ -58,6 +82,17 @@ def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32) -
     return int(candidates[hit[0]] if hit.size else candidates[last])
 
 
+def sample_topp_exps(exps: np.ndarray, total: np.float32, topp: np.float32, coin: np.float32) -> int:
+    """sample_topp on probabilities exps / total, dividing only the tokens that can pass the cutoff."""
+    n = len(exps)
+    cutoff = (_F32(1.0) - topp) / _F32(n - 1)
+    # p >= cutoff implies exps >= cutoff * total up to rounding: keep a margin, then check exactly.
+    maybe = np.flatnonzero(exps >= cutoff * total * _F32(0.999))
+    probs = np.zeros(n, np.float32)
+    probs[maybe] = exps[maybe] / total
+    return sample_topp(probs, topp, coin, candidates=maybe)
+
+
 class Sampler:
     """Chooses the next token from logits, with run.c's parameters and RNG."""
 
@@ -66,6 +101,7 @@ class Sampler:
         self.temperature = _F32(temperature)  # run.c keeps these as C floats
         self.topp = _F32(topp)
         self.rng_state = rng_seed & MASK64
+        self._work: dict[str, np.ndarray] = {}  # reused buffers: sampling allocates nothing
 
     def random_f32(self) -> np.float32:
         """A float32 in [0, 1) from the top 24 bits of random_u32, as run.c's random_f32."""
@@ -76,8 +112,10 @@ class Sampler:
         """The next token id. `logits` (vocab_size float32) is not modified."""
         if self.temperature == 0.0:
             return sample_argmax(logits)
-        probabilities = softmax(logits / self.temperature)
+        scaled = np.divide(logits, self.temperature, out=self._work.setdefault(
+            "scaled", np.empty(len(logits), np.float32)))
+        exps, total = exp_and_sum(scaled, self._work)
         coin = self.random_f32()
         if self.topp <= 0 or self.topp >= 1:
-            return sample_mult(probabilities, coin)
-        return sample_topp(probabilities, self.topp, coin)
+            return sample_mult(np.divide(exps, total, out=exps), coin)
+        return sample_topp_exps(exps, total, self.topp, coin)
