@@ -45,7 +45,8 @@ EMCC_FLAGS = [
     "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "MAXIMUM_MEMORY=4GB",
     "-s", "EXPORTED_FUNCTIONS=" + ",".join(
         f"_{name}" for name in ["l2c_check", "l2c_load", "l2c_forward", "l2c_config",
-                                "l2c_shared_classifier", "l2c_set_threads", "l2c_threads",
+                                "l2c_shared_classifier", "l2c_format", "l2c_group_size",
+                                "l2c_set_threads", "l2c_threads",
                                 "l2c_free", "l2c_last_error", "l2c_last_error_code", "malloc",
                                 "free"]),
     "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
@@ -212,12 +213,30 @@ def fetch_model(c, name, from_=None, dest=str(MODELS)):
 # -- the site -----------------------------------------------------------------------------------
 
 
+# The page's default model and the small one the tests use; build fetches them when missing.
+DEFAULT_MODELS = ["stories15M", "stories260K"]
+
+
+def fetch_default_models() -> None:
+    """Fetches the default models into models/, warning (not failing) when a home is unreachable."""
+    from llama2c.fetch import FetchError, fetch_model as fetch, model_files
+
+    for name in DEFAULT_MODELS:
+        if all((MODELS / f.filename).exists() for f in model_files(name)):
+            continue
+        try:
+            fetch(name, MODELS)
+        except FetchError as e:
+            say(f"warning: {name} is not in the site: {e}")
+
+
 @task
 def build(c):
     """Assemble the static site in site/: page, worker, engine, Pyodide, numpy, llama2c, models."""
     if not (PYODIDE_NPM / "pyodide-lock.json").exists():
         setup(c)
     SITE.mkdir(exist_ok=True)
+    fetch_default_models()
     build_engine(c)
     wheel = build_wheel(c)
     build_pyodide(wheel)
@@ -293,6 +312,15 @@ def build_pyodide(wheel: Path) -> None:
         lock_path.write_text(text)
 
 
+@task(help={"group_size": "values per scale (backs off to divide dim and hidden_dim)"})
+def quantize(c, src, dst, group_size=64):
+    """Write an int8 (Q8_0) copy of a legacy fp32 checkpoint: `invoke quantize IN.bin OUT.bin`."""
+    from llama2c.quantize import main as quantize_main
+
+    if quantize_main([src, dst, str(group_size)]) != 0:
+        raise SystemExit(1)
+
+
 @task
 def serve(c, host="127.0.0.1", port=8000):
     """Serve site/ with the dev server (COOP/COEP, Range, CORS): `invoke build serve`."""
@@ -318,7 +346,21 @@ def test(c, k="", x=False):
     """Run every test, after any missing setup and build (-k to select, -x to stop early)."""
     setup(c)
     native(c)
-    fetch_model(c, "stories260K")  # from LLAMA2C_MIRROR when set, else the official home
     build(c)
     args = ["-q", "-rfE"] + (["-x"] if x else []) + (["-k", k] if k else [])
     c.run(f"{sys.executable} -m pytest {' '.join(args)}", pty=False)
+
+
+# -- benchmark ----------------------------------------------------------------------------------
+
+
+@task(help={"runs": "runs per measurement (the tables show the median), default 3",
+            "quick": "a fast smoke run: the stories15M shape only, one run",
+            "out": "folder for bench.json and bench.png, default bench-results/"})
+def bench(c, runs=3, quick=False, out="bench-results"):
+    """The speed and memory tables: native CLI, scalar baseline and the page, side by side."""
+    sys.path.insert(0, str(ROOT / "tests" / "bench"))
+    from runbench import main as bench_main
+
+    if bench_main(runs=int(runs), quick=quick, out=out) != 0:
+        raise SystemExit(1)

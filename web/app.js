@@ -20,6 +20,7 @@ const DEFAULTS = {
 };
 const FIELDS = ['model', 'tokenizer', 'prompt', 'temperature', 'topp', 'steps', 'seed'];
 
+const CLIENT = 'page'; // the worker serves clients by id (widgets share one worker the same way)
 const $ = (id) => document.getElementById(id);
 const url = new URL(location.href);
 const query = url.searchParams;
@@ -30,6 +31,7 @@ let worker = null;
 let runtimeReady = false;
 let modelReady = false;
 let generating = false;
+let stopFlag = null; // Int32Array on a SharedArrayBuffer, when the page is cross-origin isolated
 
 // -- state and messages ---------------------------------------------------------------------
 
@@ -53,23 +55,18 @@ function clearError() {
   $('error').textContent = '';
 }
 
-function showProgress(what, loaded, total) {
+function showProgress(what, loaded, total, cached) {
   const box = $('progress');
   box.hidden = false;
   const bar = $('progress-bar');
-  if (what === 'runtime') {
-    bar.max = total;
-    bar.value = loaded;
-    $('progress-text').textContent = `Loading the Python runtime and engine… ${loaded}/${total}`;
-  } else {
-    bar.max = total || 1;
-    bar.value = total ? loaded : 0;
-    const mb = (n) => (n / 1e6).toFixed(1);
-    const percent = total ? ` (${Math.floor((100 * loaded) / total)}%)` : '';
-    $('progress-text').textContent = `Downloading the ${what}: ${mb(loaded)}` +
-      `${total ? ' of ' + mb(total) : ''} MB${percent}`;
-  }
-  if (total && loaded >= total && what !== 'runtime') box.hidden = true;
+  bar.max = total || 1;
+  bar.value = total ? loaded : 0;
+  const mb = (n) => (n / 1e6).toFixed(1);
+  const percent = total ? ` (${Math.floor((100 * loaded) / total)}%)` : '';
+  const action = what === 'runtime' ? 'Loading the Python runtime and engine'
+    : cached ? `Reading the ${what} from the cache` : `Downloading the ${what}`;
+  $('progress-text').textContent = `${action}: ${mb(loaded)}${total ? ' of ' + mb(total) : ''} MB` +
+    percent;
 }
 
 function describe(config, bytes) {
@@ -77,6 +74,14 @@ function describe(config, bytes) {
   return `${(bytes / 1e6).toFixed(1)} MB ${c.format}: dim ${c.dim}, hidden ${c.hidden_dim}, ` +
     `${c.n_layers} layers, ${c.n_heads} heads (${c.n_kv_heads} kv), vocab ${c.vocab_size}, ` +
     `context ${c.seq_len}`;
+}
+
+function cacheText(cache) {
+  if (cache === 'cached') return 'Loaded from this browser\'s cache.';
+  if (cache === 'stored') return 'Saved in this browser\'s cache for next time.';
+  if (cache === 'local file') return 'Read from your disk; nothing was uploaded.';
+  if (cache.startsWith('quota')) return 'Browser storage is full: the model is kept in memory only.';
+  return '';
 }
 
 function missingModelHint(message) {
@@ -89,7 +94,10 @@ function onWorkerMessage(event) {
   const m = event.data;
   switch (m.type) {
     case 'progress':
-      showProgress(m.what, m.loaded, m.total);
+      showProgress(m.what, m.loaded, m.total, m.cached);
+      break;
+    case 'cache-cleared':
+      $('cache-status').textContent = 'Cache cleared: models will be downloaded again.';
       break;
     case 'runtime':
       runtimeReady = true;
@@ -100,6 +108,7 @@ function onWorkerMessage(event) {
       $('engine').textContent = m.engine;
       $('progress').hidden = true;
       $('model-info').textContent = describe(m.config, m.bytes);
+      $('cache-status').textContent = cacheText(m.cache);
       setState('ready');
       if (query.get('autostart') === '1' && !autostarted) {
         autostarted = true;
@@ -134,7 +143,7 @@ function loadModel(model, tokenizer) {
   modelReady = false;
   $('model-info').textContent = '';
   setState('loading');
-  worker.postMessage({ type: 'load', model, tokenizer });
+  worker.postMessage({ type: 'load', client: CLIENT, model, tokenizer });
 }
 
 function loadFromControls() {
@@ -171,8 +180,11 @@ function startGeneration() {
   $('tokps').textContent = '–';
   const seed = /^\s*(random)?\s*$/i.test(settings.seed) ? randomSeed() : settings.seed;
   setState('generating');
+  stopFlag = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
   worker.postMessage({
     type: 'generate',
+    client: CLIENT,
+    stopFlag: stopFlag && stopFlag.buffer,
     params: {
       mode: settings.mode,
       prompt: query.has('prompt') || settings.prompt ? settings.prompt : null,
@@ -183,6 +195,11 @@ function startGeneration() {
       seed,
     },
   });
+}
+
+function stopGeneration() {
+  if (stopFlag) Atomics.store(stopFlag, 0, 1); // seen by the worker after its current token
+  worker.postMessage({ type: 'stop', client: CLIENT });
 }
 
 // -- controls and the URL -------------------------------------------------------------------
@@ -211,7 +228,8 @@ function bindControls() {
   $('prompt').addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) startGeneration();
   });
-  $('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));
+  $('stop').addEventListener('click', stopGeneration);
+  $('clear-cache').addEventListener('click', () => worker.postMessage({ type: 'clear-cache' }));
   $('load').addEventListener('click', loadFromControls);
 }
 

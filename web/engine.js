@@ -7,14 +7,11 @@
 export class EngineError extends Error {}
 
 export class Engine {
-  /** Instantiates the module at `moduleUrl` (an emcc MODULARIZE + EXPORT_ES6 build). */
-  static async create(moduleUrl, options = {}) {
+  /** Instantiates the module at `moduleUrl` (an emcc MODULARIZE + EXPORT_ES6 build). One module
+   *  holds any number of models: make an Engine on it for each. */
+  static async instantiate(moduleUrl) {
     const factory = (await import(moduleUrl)).default;
-    const module = await factory({
-      locateFile: (file) => new URL(file, moduleUrl).href,
-      ...options,
-    });
-    return new Engine(module);
+    return factory({ locateFile: (file) => new URL(file, moduleUrl).href });
   }
 
   constructor(module) {
@@ -59,13 +56,15 @@ export class Engine {
     this.vocabSize = this.configList()[5];
   }
 
-  /** [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, shared_classifier] */
+  /** [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, shared_classifier,
+   *  format (0 fp32, 2 int8), group_size] */
   configList() {
     const out = this.m._malloc(7 * 4);
     try {
       this.m._l2c_config(this.handle, out);
       const values = Array.from(this.m.HEAP32.subarray(out >> 2, (out >> 2) + 7));
-      values.push(this.m._l2c_shared_classifier(this.handle));
+      values.push(this.m._l2c_shared_classifier(this.handle), this.m._l2c_format(this.handle),
+        this.m._l2c_group_size(this.handle));
       return values;
     } finally {
       this.m._free(out);

@@ -1,49 +1,94 @@
-// The page's Web Worker: Pyodide, numpy, the llama2c package and the WebAssembly engine all live
-// here, so the page never freezes. The generation loop is Python (llama2c.generate), the same code
-// the command line runs; this file only loads things and pulls one piece of text at a time.
+// The Web Worker behind the page and the widgets: Pyodide, numpy, the llama2c package and the
+// WebAssembly engine all live here, so the page never freezes. The generation loop is Python
+// (llama2c.generate / llama2c.chat), the same code the command line runs; this file only loads
+// things and pulls one piece of text at a time.
 //
-// Messages in:  {type: 'init'} | {type: 'load', model, tokenizer} | {type: 'generate', params}
-//               | {type: 'stop'}
-// Messages out: {type: 'progress', what, loaded, total} | {type: 'runtime', engine}
-//               | {type: 'model', config, bytes} | {type: 'start'} | {type: 'piece', text}
-//               | {type: 'done', stopped, report} | {type: 'error', message, during}
+// One worker serves every client on a page (the page, or several widgets): each message carries a
+// `client` id, each model is downloaded and loaded once, and generations run one after another.
+//
+// In:  {type: 'init', threads} | {type: 'load', client, model, tokenizer}
+//      | {type: 'generate', client, params, stopFlag?} | {type: 'stop', client}
+//      | {type: 'clear-cache'}    (stopFlag: a SharedArrayBuffer whose first int32 becomes 1 on Stop)
+// Out: {type: 'progress', client?, what, loaded, total, cached} | {type: 'runtime', engine}
+//      | {type: 'model', client, config, bytes, engine, cache} | {type: 'start', client, seed}
+//      | {type: 'piece', client, text} | {type: 'done', client, stopped, report}
+//      | {type: 'error', client?, during, message} | {type: 'cache-cleared'}
 
 import { loadPyodide } from './pyodide/pyodide.mjs';
 import { Engine } from './engine.js';
 
 const BASE = new URL('.', import.meta.url);
 const PYODIDE_URL = new URL('pyodide/', BASE).href;
-// Threads need SharedArrayBuffer, which only a cross-origin isolated page has.
 const ENGINE_URLS = {
   single: new URL('engine/llama2c-engine.mjs', BASE).href,
-  threads: new URL('engine/llama2c-engine-mt.mjs', BASE).href,
+  threads: new URL('engine/llama2c-engine-mt.mjs', BASE).href, // needs SharedArrayBuffer
 };
+const MODEL_CACHE = 'llama2c-models-v1'; // Cache Storage: downloaded models and tokenizers
 
 let pyodide = null; // the Python runtime
-let engine = null; // the WebAssembly engine
-let session = null; // llama2c.browser.Session: model + tokenizer + generation in progress
-let stopRequested = false;
-let threadsWanted = 0; // 0 = automatic
+let engineModule = null; // the WebAssembly module; each model is an Engine on it
 let threaded = false;
+let threadsWanted = 0; // 0 = automatic
+const models = new Map(); // model URL + tokenizer URL -> Promise of {engine, session, ...}
+const clients = new Map(); // client id -> the model entry it uses
+let running = null; // {client, stop} of the generation in progress
 let queue = Promise.resolve(); // messages run one after another
 
 const post = (message) => self.postMessage(message);
-const progress = (what, loaded, total) => post({ type: 'progress', what, loaded, total });
+
+// -- the runtime ----------------------------------------------------------------------------
+
+/** Files the runtime fetches, prefetched with byte progress (the browser's HTTP cache keeps them). */
+function runtimeFiles(lock) {
+  const engine = threaded ? ENGINE_URLS.threads : ENGINE_URLS.single;
+  return [
+    new URL('pyodide.asm.wasm', PYODIDE_URL),
+    new URL('pyodide.asm.js', PYODIDE_URL),
+    new URL('python_stdlib.zip', PYODIDE_URL),
+    new URL(lock.packages.numpy.file_name, PYODIDE_URL),
+    new URL(lock.packages.llama2c.file_name, PYODIDE_URL),
+    new URL(engine.replace(/\.mjs$/, '.wasm')),
+  ].map(String);
+}
 
 async function init(options) {
   threadsWanted = Number(options.threads) || 0;
-  threaded = self.crossOriginIsolated && threadsWanted !== 1 &&
+  // Threads need SharedArrayBuffer (a cross-origin isolated page) and pthread workers, which a
+  // worker may only start from its own origin.
+  const sameOrigin = new URL(self.location.href).origin === BASE.origin;
+  threaded = self.crossOriginIsolated && sameOrigin && threadsWanted !== 1 &&
     (navigator.hardwareConcurrency || 1) > 1;
-  progress('runtime', 0, 3);
-  pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
-  progress('runtime', 1, 3);
+
   const lock = await (await fetch(new URL('pyodide-lock.json', PYODIDE_URL))).json();
+  if (!lock.packages.llama2c) throw new Error('pyodide-lock.json lists no llama2c package');
+  const files = runtimeFiles(lock);
+  const sizes = await Promise.all(files.map(contentLength));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  let loaded = 0;
+  for (const file of files) {
+    const response = await fetch(file);
+    if (!response.ok) throw new Error(`could not load ${file}: HTTP ${response.status}`);
+    const reader = response.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      loaded += value.length;
+      post({ type: 'progress', what: 'runtime', loaded, total });
+    }
+  }
+  pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
   await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
-  if (!lock.packages.llama2c) throw new Error('pyodide-lock.json has no llama2c package');
-  progress('runtime', 2, 3);
-  engine = await Engine.create(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single);
-  progress('runtime', 3, 3);
+  engineModule = await Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single);
   post({ type: 'runtime', engine: engineLabel(1) });
+}
+
+async function contentLength(url) {
+  try {
+    const response = await fetch(url, { method: 'HEAD' });
+    return Number(response.headers.get('Content-Length')) || 0;
+  } catch {
+    return 0;
+  }
 }
 
 function engineLabel(threads) {
@@ -51,37 +96,58 @@ function engineLabel(threads) {
   return `${kind}, ${threads} thread${threads === 1 ? '' : 's'}`;
 }
 
-/** Fetches `url` (or reads a File/Blob) and hands each chunk to `sink(offset, chunk)`. */
-async function download(source, what, begin, sink) {
-  let body, total;
+// -- downloads ------------------------------------------------------------------------------
+
+/**
+ * Streams a URL or a local File into `sink(offset, chunk)` after `begin(size)`, with progress.
+ * URLs go through Cache Storage: a second visit reads the model without downloading it. When the
+ * storage quota is exceeded the bytes still arrive, from memory, and `cache` says so.
+ */
+async function download(source, what, client, begin, sink) {
+  let response;
+  let cache = 'none';
+  let storing = null; // the Cache Storage write, when there is one
   if (source instanceof Blob) {
-    body = source.stream();
-    total = source.size;
+    response = new Response(source, { headers: { 'Content-Length': String(source.size) } });
+    cache = 'local file';
   } else {
-    let response;
-    try {
-      response = await fetch(source);
-    } catch (e) {
-      throw new Error(`could not download the ${what} from ${source}: ${e.message}`);
+    const store = await openCache();
+    response = store ? await store.match(source) : undefined;
+    if (response) {
+      cache = 'cached';
+    } else {
+      try {
+        response = await fetch(source);
+      } catch (e) {
+        throw new Error(`could not download the ${what} from ${source}: ${e.message}`);
+      }
+      if (!response.ok) {
+        throw new Error(`could not download the ${what} from ${source}: HTTP ${response.status} ` +
+          `${response.statusText}`.trim());
+      }
+      if (store) {
+        const copy = response.clone();
+        cache = 'stored';
+        // Not awaited here: the copy fills while the original streams into the engine.
+        storing = store.put(source, copy).catch((e) => {
+          cache = e && e.name === 'QuotaExceededError' ? 'quota exceeded: kept in memory only'
+            : `not cached: ${e && e.message}`;
+        });
+      }
     }
-    if (!response.ok) {
-      throw new Error(`could not download the ${what} from ${source}: HTTP ${response.status} ` +
-        `${response.statusText}`.trim());
-    }
-    body = response.body;
-    total = Number(response.headers.get('Content-Length')) || 0;
   }
+  const total = Number(response.headers.get('Content-Length')) || 0;
   const chunks = [];
   let loaded = 0;
-  const reader = body.getReader();
-  const direct = total > 0 ? begin(total) : false; // write in place when the size is known
+  const reader = response.body.getReader();
+  const direct = total > 0 && begin(total); // write in place when the size is known
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
     if (direct) sink(loaded, value);
     else chunks.push(value);
     loaded += value.length;
-    progress(what, loaded, total);
+    post({ type: 'progress', client, what, loaded, total, cached: cache === 'cached' });
   }
   if (direct && loaded !== total) throw new Error(`the ${what} download ended early`);
   if (!direct) {
@@ -92,52 +158,114 @@ async function download(source, what, begin, sink) {
       offset += chunk.length;
     }
   }
-  return loaded;
+  if (storing) await storing;
+  return { bytes: loaded, cache };
 }
 
-async function loadModel(modelSource, tokenizerSource) {
-  if (session) {
-    session.destroy();
-    session = null;
-  }
-  const bytes = await download(modelSource, 'model', (size) => {
-    engine.allocate(size);
-    return true;
-  }, (offset, chunk) => engine.write(offset, chunk));
-  engine.load(); // throws the engine's message for a truncated or corrupt checkpoint
-  const threads = threaded ? engine.setThreads(threadsWanted) : 1;
-  let tokenizer = null;
-  await download(tokenizerSource, 'tokenizer', (size) => {
-    tokenizer = new Uint8Array(size);
-    return true;
-  }, (offset, chunk) => tokenizer.set(chunk, offset));
-  const browser = pyodide.pyimport('llama2c.browser');
+async function openCache() {
   try {
-    session = browser.Session(engine, tokenizer);
-  } finally {
-    browser.destroy();
+    return self.caches ? await caches.open(MODEL_CACHE) : null;
+  } catch {
+    return null; // storage disabled (private mode, opaque origin): download every time
   }
-  const [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, shared] =
-    engine.configList();
-  post({
-    type: 'model',
-    bytes,
-    engine: engineLabel(threads),
-    config: { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
-      shared_classifier: !!shared, format: 'fp32' },
-  });
 }
 
-/** Lets queued messages (Stop) run between two tokens. */
+// -- models ---------------------------------------------------------------------------------
+
+function modelKey(model, tokenizer) {
+  const name = (x) => (x instanceof Blob ? `file:${x.name}:${x.size}:${x.lastModified}` : x);
+  return `${name(model)}\n${name(tokenizer)}`;
+}
+
+/** Downloads and loads a model and tokenizer once; later clients share the entry. */
+function loadModel(client, model, tokenizer) {
+  const key = modelKey(model, tokenizer);
+  if (!models.has(key)) {
+    const entry = createModel(client, model, tokenizer).then((loaded) => ({ ...loaded, key }));
+    models.set(key, entry);
+    entry.catch(() => models.delete(key)); // a failed load may be retried
+  }
+  return models.get(key);
+}
+
+async function createModel(client, modelSource, tokenizerSource) {
+  const engine = new Engine(engineModule);
+  try {
+    const model = await download(modelSource, 'model', client, (size) => {
+      engine.allocate(size);
+      return true;
+    }, (offset, chunk) => engine.write(offset, chunk));
+    engine.load(); // throws the engine's message for a truncated or corrupt checkpoint
+    let tokenizerBytes = null;
+    await download(tokenizerSource, 'tokenizer', client, (size) => {
+      tokenizerBytes = new Uint8Array(size);
+      return true;
+    }, (offset, chunk) => tokenizerBytes.set(chunk, offset));
+    const threads = threaded ? engine.setThreads(threadsWanted) : 1;
+    const browser = pyodide.pyimport('llama2c.browser');
+    let session;
+    try {
+      session = browser.Session(engine, tokenizerBytes);
+    } finally {
+      browser.destroy();
+    }
+    const [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, shared, format,
+      groupSize] = engine.configList();
+    return {
+      engine,
+      session,
+      info: {
+        bytes: model.bytes,
+        cache: model.cache,
+        engine: engineLabel(threads),
+        config: { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
+          shared_classifier: !!shared,
+          format: format === 2 ? `int8 (Q8_0, groups of ${groupSize})` : 'fp32' },
+      },
+    };
+  } catch (e) {
+    engine.free();
+    throw e;
+  }
+}
+
+async function load(client, model, tokenizer) {
+  const previous = clients.get(client);
+  clients.delete(client);
+  if (previous) release(previous); // free it first: two large models may not fit together
+  const entry = await loadModel(client, model, tokenizer);
+  clients.set(client, entry);
+  post({ type: 'model', client, ...entry.info });
+}
+
+/** Frees a model that no client uses any more. */
+function release(entry) {
+  if ([...clients.values()].includes(entry)) return;
+  models.delete(entry.key);
+  entry.session.destroy();
+  entry.engine.free();
+}
+
+// -- generation -----------------------------------------------------------------------------
+
+/** Lets queued messages (a Stop) run: one message round trip on a channel made once. */
+const channel = new MessageChannel();
+let wakeUp = null;
+channel.port1.onmessage = () => wakeUp();
 const yieldToEvents = () => new Promise((resolve) => {
-  const channel = new MessageChannel();
-  channel.port1.onmessage = () => resolve();
+  wakeUp = resolve;
   channel.port2.postMessage(null);
 });
 
-async function generate(params) {
-  if (!session) throw new Error('no model is loaded');
-  stopRequested = false;
+/**
+ * Pulls the story piece by piece. A Stop must end it within one token, so the loop looks for one
+ * after every token: in a shared flag when the client sent one (cross-origin isolated pages), or
+ * else by letting the worker's queued messages run.
+ */
+async function generate(client, params, stopFlag) {
+  const entry = clients.get(client);
+  if (!entry) throw new Error('no model is loaded');
+  const { session } = entry;
   const options = pyodide.toPy(params);
   let seed;
   try {
@@ -145,32 +273,54 @@ async function generate(params) {
   } finally {
     options.destroy();
   }
-  post({ type: 'start', seed: String(seed) });
-  for (;;) {
-    const text = session.step();
-    if (text === undefined || text === null) break;
-    if (text) post({ type: 'piece', text });
-    await yieldToEvents();
-    if (stopRequested) break;
+  const flag = stopFlag ? new Int32Array(stopFlag) : null;
+  running = { client, stop: false };
+  post({ type: 'start', client, seed: String(seed) });
+  const began = performance.now();
+  let lastYield = began;
+  try {
+    for (;;) {
+      const text = session.step();
+      if (text === undefined || text === null) break;
+      if (text) post({ type: 'piece', client, text });
+      if (!flag || performance.now() - lastYield > 100) {
+        await yieldToEvents();
+        lastYield = performance.now();
+      }
+      if (running.stop || (flag && Atomics.load(flag, 0))) break;
+    }
+    const report = session.report().toJs({ dict_converter: Object.fromEntries });
+    report.loop_ms = performance.now() - began;
+    post({ type: 'done', client, stopped: running.stop || !!(flag && Atomics.load(flag, 0)),
+      report });
+  } finally {
+    running = null;
   }
-  const report = session.report().toJs({ dict_converter: Object.fromEntries });
-  post({ type: 'done', stopped: stopRequested, report });
+}
+
+async function clearCache() {
+  if (self.caches) await caches.delete(MODEL_CACHE);
+  post({ type: 'cache-cleared' });
 }
 
 self.onmessage = (event) => {
   const message = event.data;
   if (message.type === 'stop') {
-    stopRequested = true; // seen by the running loop after its current token
+    if (running && running.client === message.client) running.stop = true; // after this token
     return;
   }
   queue = queue.then(async () => {
     try {
       if (message.type === 'init') await init(message);
-      else if (message.type === 'load') await loadModel(message.model, message.tokenizer);
-      else if (message.type === 'generate') await generate(message.params);
+      else if (message.type === 'load') await load(message.client, message.model, message.tokenizer);
+      else if (message.type === 'generate') {
+        await generate(message.client, message.params, message.stopFlag);
+      }
+      else if (message.type === 'clear-cache') await clearCache();
     } catch (e) {
       const text = String(e && e.message ? e.message : e);
-      post({ type: 'error', during: message.type, message: pythonMessage(text) });
+      post({ type: 'error', client: message.client, during: message.type,
+        message: pythonMessage(text) });
     }
   });
 };
