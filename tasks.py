@@ -330,6 +330,54 @@ def serve(c, host="127.0.0.1", port=8000):
     run_server(SITE, host=host, port=int(port))
 
 
+# Chromium as the machine has it (Debian's package); Playwright never downloads a browser here.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@task
+def screenshots(c, out="web/screenshots"):
+    """Screenshots of the real page (desktop and phone width, light and dark) for the README."""
+    import threading
+
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    from llama2c.devserver import create_app
+
+    build(c)
+    config = uvicorn.Config(create_app(SITE), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    query = ("model=models/stories260K.bin&tokenizer=models/tok512.bin&prompt=Once%20upon%20a%20time"
+             "&temperature=0.8&seed=42&steps=200&autostart=1")
+    target = ROOT / out
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            for device, viewport in {"desktop": (1280, 860), "phone": (390, 844)}.items():
+                for scheme in ("light", "dark"):
+                    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]},
+                                            color_scheme=scheme)
+                    page.goto(f"http://127.0.0.1:{port}/?{query}")
+                    page.wait_for_function("document.body.dataset.state === 'done'",
+                                           timeout=120_000)
+                    path = target / f"{device}-{scheme}.png"
+                    page.screenshot(path=str(path), full_page=device == "phone")
+                    say(f"{path.relative_to(ROOT)}")
+                    page.close()
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
 @task
 def clean(c):
     """Remove the built site and intermediate build products (keeps downloads and models)."""
