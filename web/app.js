@@ -18,7 +18,8 @@ const DEFAULTS = {
   system: '',
   threads: '',
 };
-const FIELDS = ['model', 'tokenizer', 'prompt', 'temperature', 'topp', 'steps', 'seed'];
+const FIELDS = ['model', 'tokenizer', 'mode', 'system', 'prompt', 'temperature', 'topp', 'steps',
+  'seed'];
 
 const CLIENT = 'page'; // the worker serves clients by id (widgets share one worker the same way)
 const $ = (id) => document.getElementById(id);
@@ -188,7 +189,9 @@ function startGeneration() {
     params: {
       mode: settings.mode,
       prompt: query.has('prompt') || settings.prompt ? settings.prompt : null,
-      system_prompt: settings.mode === 'chat' ? settings.system : null,
+      // as run.c: without -y (no `system` parameter) chat asks for one and reads end of input
+      system_prompt: settings.mode === 'chat' && (query.has('system') || settings.system)
+        ? settings.system : null,
       temperature: settings.temperature,
       topp: settings.topp,
       steps: settings.steps,
@@ -212,6 +215,10 @@ function syncUrl() {
   history.replaceState(null, '', url);
 }
 
+function showModeFields() {
+  $('system-field').hidden = settings.mode !== 'chat';
+}
+
 function bindControls() {
   for (const key of FIELDS) {
     const input = $(key);
@@ -219,8 +226,10 @@ function bindControls() {
     input.addEventListener('input', () => {
       settings[key] = input.value;
       syncUrl();
+      showModeFields();
     });
   }
+  showModeFields();
   $('controls').addEventListener('submit', (event) => {
     event.preventDefault();
     startGeneration();
