@@ -46,7 +46,7 @@ EMCC_FLAGS = [
     "-s", "EXPORTED_FUNCTIONS=" + ",".join(
         f"_{name}" for name in ["l2c_check", "l2c_load", "l2c_forward", "l2c_config",
                                 "l2c_shared_classifier", "l2c_format", "l2c_group_size",
-                                "l2c_set_threads", "l2c_threads",
+                                "l2c_set_threads", "l2c_threads", "l2c_expf",
                                 "l2c_free", "l2c_last_error", "l2c_last_error_code", "malloc",
                                 "free"]),
     "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",

@@ -991,6 +991,15 @@ L2C_API int l2c_set_threads(const Engine* e, int n) {
 
 L2C_API int l2c_threads(void) { return g_threads; }
 
+/*
+ * out[i] = expf(x[i]): this C library's expf, which run.c's sampler softmax uses. The Python
+ * sampler calls it so its probabilities match run.c's to the bit (glibc's expf, and musl's in
+ * WebAssembly, are not correctly rounded, so no other exp would do).
+ */
+L2C_API void l2c_expf(const float* x, float* out, int n) {
+    for (int i = 0; i < n; i++) out[i] = expf(x[i]);
+}
+
 /* Frees the engine and its run state. The checkpoint bytes stay the caller's. */
 L2C_API void l2c_free(Engine* e) {
     if (!e) return;

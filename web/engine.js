@@ -20,6 +20,8 @@ export class Engine {
     this.data = 0; // checkpoint bytes in WebAssembly memory
     this.size = 0;
     this.vocabSize = 0;
+    this.scratch = 0; // expf's buffer
+    this.scratchSize = 0;
   }
 
   lastError() {
@@ -82,7 +84,24 @@ export class Engine {
     return this.m.HEAPF32.subarray(ptr >> 2, (ptr >> 2) + this.vocabSize);
   }
 
+  /** C's expf over a Float32Array (the sampler's softmax); returns a view of engine memory. */
+  expf(values) {
+    const n = values.length;
+    if (this.scratchSize < n) {
+      if (this.scratch) this.m._free(this.scratch);
+      this.scratch = this.m._malloc(8 * n); // n inputs, then n outputs
+      this.scratchSize = n;
+    }
+    const input = this.scratch >> 2;
+    const output = input + n;
+    this.m.HEAPF32.set(new Float32Array(values.buffer, values.byteOffset, n), input);
+    this.m._l2c_expf(this.scratch, this.scratch + 4 * n, n);
+    return this.m.HEAPF32.subarray(output, output + n);
+  }
+
   free() {
+    if (this.scratch) this.m._free(this.scratch);
+    this.scratch = this.scratchSize = 0;
     if (this.handle) this.m._l2c_free(this.handle);
     if (this.data) this.m._free(this.data);
     this.handle = this.data = this.size = 0;

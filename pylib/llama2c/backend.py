@@ -25,6 +25,13 @@ class Backend(Protocol):
         """
         ...
 
+    def expf(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out = the engine's C expf(x), elementwise, float32: what run.c's softmax computes.
+
+        The sampler uses it so its probabilities equal run.c's to the bit.
+        """
+        ...
+
     def close(self) -> None:
         """Releases the engine's memory."""
         ...

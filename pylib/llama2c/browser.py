@@ -35,6 +35,13 @@ class BrowserModel:
         view.assign_to(self._logits)  # the one copy, straight into numpy's buffer
         return self._logits
 
+    def expf(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out = the WebAssembly engine's expf(x) (musl's, the same algorithm as glibc's)."""
+        from pyodide.ffi import to_js
+
+        self._engine.expf(to_js(memoryview(x))).assign_to(out)
+        return out
+
     def close(self) -> None:
         self._engine = None
 
@@ -59,7 +66,8 @@ class Session:
         values = options.to_py() if hasattr(options, "to_py") else dict(options)
         settings = Settings.parse(**{k: v for k, v in values.items() if v is not None})
         config = self.model.config
-        sampler = Sampler(config.vocab_size, settings.temperature, settings.topp, settings.seed)
+        sampler = Sampler(config.vocab_size, settings.temperature, settings.topp, settings.seed,
+                          self.model.expf)
         self.stats = Stats()
         self.tokens = 0
         if settings.mode == "chat":

@@ -90,7 +90,7 @@ def run(args: RunArgs, out: BinaryIO) -> Stats:
     with NativeModel.open(args.checkpoint) as model:
         tokenizer = Tokenizer.load(args.tokenizer, model.config.vocab_size)
         s = args.settings
-        sampler = Sampler(model.config.vocab_size, s.temperature, s.topp, s.seed)
+        sampler = Sampler(model.config.vocab_size, s.temperature, s.topp, s.seed, model.expf)
         stats = Stats()
         if s.mode == "generate":
             pieces = generate(model, tokenizer, sampler, s.prompt, s.steps, stats)

@@ -62,10 +62,24 @@ def load_library() -> ctypes.CDLL:
     lib.l2c_group_size.argtypes = [ptr]
     lib.l2c_set_threads.restype = ctypes.c_int
     lib.l2c_set_threads.argtypes = [ptr, ctypes.c_int]
+    lib.l2c_expf.restype = None
+    lib.l2c_expf.argtypes = [ptr, ptr, ctypes.c_int]
     lib.l2c_free.restype = None
     lib.l2c_free.argtypes = [ptr]
     _lib = lib
     return lib
+
+
+def expf(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = the C library's expf(x), elementwise (contiguous float32 arrays, same length).
+
+    This is the expf run.c's softmax calls; the sampler uses it for bit-exact probabilities.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if out.dtype != np.float32 or not out.flags.c_contiguous or len(out) != len(x):
+        raise ValueError("expf needs a contiguous float32 output of the input's length")
+    load_library().l2c_expf(x.ctypes.data, out.ctypes.data, len(x))
+    return out
 
 
 def _raise_last_error(lib: ctypes.CDLL) -> None:
@@ -115,6 +129,11 @@ class NativeModel:
     def forward(self, token: int, pos: int) -> np.ndarray:
         if self._engine is None:
             raise EngineError("the model is closed")
+        # The engine checks these too; checking here keeps ctypes from wrapping big ints to 32 bits.
+        if not 0 <= token < self.config.vocab_size:
+            raise EngineError(f"token {token} out of range [0, {self.config.vocab_size})")
+        if not 0 <= pos < self.config.seq_len:
+            raise EngineError(f"position {pos} out of range [0, {self.config.seq_len})")
         out = self._lib.l2c_forward(self._engine, token, pos)
         if not out:
             _raise_last_error(self._lib)
@@ -123,6 +142,9 @@ class NativeModel:
             self._logits = np.ctypeslib.as_array(out, shape=(self.config.vocab_size,))
             self._logits_ptr = address
         return self._logits
+
+    def expf(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return expf(x, out)
 
     def close(self) -> None:
         if getattr(self, "_engine", None):

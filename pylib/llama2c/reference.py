@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checkpoint import Config
+from .sampler import rounded_expf
 
 
 def rmsnorm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -62,6 +63,9 @@ class ReferenceModel:
             x = x + w["w2"][l] @ (h1 / (1.0 + np.exp(-h1)) * h3)
         x = rmsnorm(x, w["rms_final"])
         return (w["wcls"] @ x).astype(np.float32)  # (vocab_size,)
+
+    def expf(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return rounded_expf(x, out)
 
     def close(self) -> None:
         pass

@@ -6,7 +6,11 @@ accumulates in a loop use np.cumsum, which adds sequentially in float32 (np.sum 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+
+ExpF = Callable[[np.ndarray, np.ndarray], np.ndarray]  # expf(x, out) -> out, elementwise float32
 
 MASK64 = (1 << 64) - 1
 _F32 = np.float32
@@ -20,29 +24,36 @@ def random_u32(state: int) -> tuple[int, int]:
     return state, ((state * 0x2545F4914F6CDD1D) & MASK64) >> 32
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """run.c's softmax in float32: exp(x - max) / sequential sum. Returns a new array."""
-    exps, total = exp_and_sum(x)
+def rounded_expf(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """exp in float64, rounded once to float32: the correctly rounded expf.
+
+    A stand-in for C's expf where no engine is at hand. glibc's expf (and musl's) is not correctly
+    rounded in every case, so exact parity with run.c needs the engine's `expf` (backend.Backend).
+    """
+    np.copyto(out, np.exp(x.astype(np.float64)), casting="same_kind")
+    return out
+
+
+def softmax(x: np.ndarray, expf: ExpF = rounded_expf) -> np.ndarray:
+    """run.c's softmax in float32: expf(x - max) / sequential sum. Returns a new array."""
+    exps, total = exp_and_sum(x, expf)
     return exps / total
 
 
-def exp_and_sum(x: np.ndarray, work: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.float32]:
-    """exp(x - max(x)) in float32, and its sum added up in order, as run.c's softmax does.
+def exp_and_sum(x: np.ndarray, expf: ExpF = rounded_expf,
+                work: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.float32]:
+    """expf(x - max(x)) in float32 and its sum, added up in order as run.c's softmax does.
 
-    expf is evaluated in float64 and rounded once to float32 (correctly rounded). `work` holds
-    preallocated buffers, so that a token's sampling allocates nothing.
+    `work` holds preallocated buffers, so that sampling a token allocates nothing.
     """
     n = len(x)
-    if work is None:
-        work = {}
-    if work.get("f32") is None or len(work["f32"]) != n:
-        work.update(f32=np.empty(n, np.float32), f64=np.empty(n, np.float64),
+    work = {} if work is None else work
+    if work.get("shifted") is None or len(work["shifted"]) != n:
+        work.update(shifted=np.empty(n, np.float32), exps=np.empty(n, np.float32),
                     cum=np.empty(n, np.float32))
-    exps, wide, cum = work["f32"], work["f64"], work["cum"]
-    np.subtract(x, x.max(), out=exps)
-    np.copyto(wide, exps)
-    np.exp(wide, out=wide)
-    np.copyto(exps, wide, casting="same_kind")
+    shifted, exps, cum = work["shifted"], work["exps"], work["cum"]
+    np.subtract(x, x.max(), out=shifted)
+    expf(shifted, exps)
     np.cumsum(exps, out=cum)  # sequential float32 adds, like run.c's loop (np.sum is pairwise)
     return exps, cum[-1]
 
@@ -96,11 +107,13 @@ def sample_topp_exps(exps: np.ndarray, total: np.float32, topp: np.float32, coin
 class Sampler:
     """Chooses the next token from logits, with run.c's parameters and RNG."""
 
-    def __init__(self, vocab_size: int, temperature: float, topp: float, rng_seed: int):
+    def __init__(self, vocab_size: int, temperature: float, topp: float, rng_seed: int,
+                 expf: ExpF = rounded_expf):
         self.vocab_size = vocab_size
         self.temperature = _F32(temperature)  # run.c keeps these as C floats
         self.topp = _F32(topp)
         self.rng_state = rng_seed & MASK64
+        self.expf = expf  # C's expf from the engine (backend.expf), for bit-exact probabilities
         self._work: dict[str, np.ndarray] = {}  # reused buffers: sampling allocates nothing
 
     def random_f32(self) -> np.float32:
@@ -114,7 +127,7 @@ class Sampler:
             return sample_argmax(logits)
         scaled = np.divide(logits, self.temperature, out=self._work.setdefault(
             "scaled", np.empty(len(logits), np.float32)))
-        exps, total = exp_and_sum(scaled, self._work)
+        exps, total = exp_and_sum(scaled, self.expf, self._work)
         coin = self.random_f32()
         if self.topp <= 0 or self.topp >= 1:
             return sample_mult(np.divide(exps, total, out=exps), coin)

@@ -112,7 +112,8 @@ class Tokenizer:
 
     def encode(self, text: str | bytes, bos: bool = True, eos: bool = False) -> list[int]:
         """run.c's encode(): dummy prefix, UTF-8 code points, byte fallback, then BPE merges."""
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        # surrogateescape: the bytes of a command-line argument that is not valid UTF-8
+        data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
         data = _c_string(data)  # run.c takes a C string
         tokens: list[int] = [BOS] if bos else []
         if data:
