@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llama2c.checkpoint import SHAPES, Config, write_checkpoint
+from llama2c.checkpoint import SHAPES, Config, random_weights, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the project: real models and reference goldens (a mirror, read-only).
@@ -25,14 +25,20 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def make_model(tmp_path_factory):
-    """make_model(config, seed=0) -> path of a seeded-random legacy checkpoint (cached per run)."""
-    cache: dict[tuple[Config, int], Path] = {}
+    """make_model(config, seed=0, scale=None) -> path of a seeded-random legacy checkpoint (cached
+    per run). `scale` is the std of the projection weights (checkpoint.random_weights' default when
+    None); a larger one makes attention less uniform, so tests see more of it."""
+    cache: dict[tuple[Config, int, float | None], Path] = {}
     folder = tmp_path_factory.mktemp("models")
 
-    def make(config: Config, seed: int = 0) -> Path:
-        key = (config, seed)
+    def make(config: Config, seed: int = 0, scale: float | None = None) -> Path:
+        key = (config, seed, scale)
         if key not in cache:
-            cache[key] = write_checkpoint(folder / f"m{abs(hash(key))}_{seed}.bin", config, seed=seed)
+            path = folder / f"m{len(cache)}_{seed}.bin"
+            if scale is None:
+                cache[key] = write_checkpoint(path, config, seed=seed)
+            else:
+                cache[key] = write_checkpoint(path, config, random_weights(config, seed, scale))
         return cache[key]
 
     return make

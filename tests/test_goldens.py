@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -111,7 +112,8 @@ def tok(shared):
 
 
 def story(model, tok, temperature, topp, seed, prompt, steps, stats=None):
-    sampler = Sampler(model.config.vocab_size, temperature, topp, seed)
+    # the engine's expf, as the command line uses: probabilities equal run.c's to the bit
+    sampler = Sampler(model.config.vocab_size, temperature, topp, seed, model.expf)
     pieces = list(generate(model, tok, sampler, prompt, steps, stats))
     return b"".join(p.data for p in pieces) + b"\n", pieces
 
@@ -256,3 +258,24 @@ def test_logits_are_float32_vocab_vectors(model):
     logits = model.forward(BOS, 0)
     assert logits.dtype == np.float32 and logits.shape == (512,)
     assert np.isfinite(logits).all() and logits.std() > 0.1
+
+
+def test_cli_chat_reads_turns_from_stdin(model, tok):
+    """Interactive chat: the system prompt and the user turn come from stdin, read as run.c's
+    fgets(buffer, 512) does: at most 511 bytes a read, so a long line feeds two reads."""
+    long_line = "Lily and Tom " * 45  # 585 bytes
+    proc = subprocess.run(
+        [sys.executable, "-m", "llama2c", "run", "stories260K.bin", "-z", "tok512.bin", "-m", "chat",
+         "-t", "0", "-n", "400"], cwd=MODELS, input=long_line.encode() + b"\nignored\n",
+        capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""  # chat prints no tok/s line
+
+    def library(answers):
+        it = iter(answers)
+        turns = chat(model, tok, Sampler(512, 0.0, 0.9, 1), None, None, 400)
+        return b"".join(p.data for p in answer_inputs(turns, lambda guide: next(it, None))) + b"\n"
+
+    assert proc.stdout == library([long_line[:511], long_line[511:]])
+    assert proc.stdout != library([long_line, "ignored"])  # the split is visible in the story
+    assert proc.stdout.startswith(b"Enter system prompt (optional): User: Assistant: ")

@@ -169,6 +169,8 @@ REPRO_LOGITS = bytes.fromhex(
     "6ca951c02d6b98c0db4565c03c8a8240a6a1e9bf0110263ede862d3fcd6cbb3fccacd5bf7b35e43f3668423f"
     "732f693ee28eb5bdac4236c00b14483f78811ec02461633f55356a3c1c3803c0b146773f")
 REPRO_SEED = 6091542646730304386
+
+
 def test_softmax_bits_match_c(sampler_ref, tmp_path):
     cases = [c for c in make_cases(7) if c[0] <= 1000][:60]
     for (*_, logits), expected in zip(cases, c_softmax(sampler_ref, tmp_path, cases)):

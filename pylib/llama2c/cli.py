@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             args = parse_run_args(rest)
+            if sys.stdout is None:
+                raise UsageError("standard output is closed")
             stats = run(args, sys.stdout.buffer)
             if args.settings.mode == "generate" and stats.tokens_per_second is not None:
                 print(f"achieved tok/s: {stats.tokens_per_second:f}", file=sys.stderr)

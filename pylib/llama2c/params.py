@@ -57,7 +57,8 @@ class Settings:
               seed: str | None = None, steps: str | None = None, prompt: str | None = None,
               mode: str | None = None, system_prompt: str | None = None) -> "Settings":
         """From flag values as text (None = not given), with atof/atoi, then `clamped()`."""
-        s = cls(prompt=prompt, system_prompt=system_prompt, mode=mode or "generate")
+        s = cls(prompt=prompt, system_prompt=system_prompt,
+                mode="generate" if mode is None else mode)
         if temperature is not None:
             s.temperature = c_atof(temperature)
         if topp is not None:
