@@ -99,5 +99,6 @@ class Session:
             "tokens": self.tokens,
             "tokps": s.tokens_per_second or 0.0,
             "forward_ms": s.forward_seconds * 1e3,
+            "sample_ms": s.sample_seconds * 1e3,
             "forward_calls": s.forward_calls,
         }

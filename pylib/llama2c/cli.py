@@ -109,30 +109,30 @@ def run(args: RunArgs, out: BinaryIO) -> Stats:
 
 
 def inspect(path: str, tokenizer_path: str | None) -> int:
-    """Prints a checkpoint's header, parameter count, size and validation result."""
-    from .checkpoint import HEADER, read_config
+    """Prints a checkpoint's header, format, parameter count, size and the engine's verdict."""
+    from .native import NativeModel
 
     size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(HEADER.size)
     print(f"file:        {path}")
     print(f"size:        {size:,} bytes")
-    if len(head) == HEADER.size:
-        names = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
-        for name, value in zip(names, HEADER.unpack(head)):
-            print(f"{name + ':':<13}{value}")
-    config = read_config(head, check_size=False)
-    print(f"classifier:  {'shared with the token embedding' if config.shared_classifier else 'unshared'}")
-    print(f"parameters:  {config.parameter_count():,}")
-    print(f"expected:    {config.file_size():,} bytes")
-    if size != config.file_size():
-        what = "truncated" if size < config.file_size() else "extra bytes after the weights"
-        print(f"valid:       no ({what})")
+    try:
+        model = NativeModel.open(path, threads=1)  # the engine validates every size
+    except Llama2cError as e:
+        print(f"valid:       no ({e})")
         return 1
-    print("valid:       yes")
-    if tokenizer_path:
-        Tokenizer.load(tokenizer_path, config.vocab_size)
-        print(f"tokenizer:   {tokenizer_path} fits ({config.vocab_size} tokens)")
+    with model:
+        c = model.config
+        for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
+                     "seq_len"):
+            print(f"{name + ':':<13}{getattr(c, name)}")
+        fmt = model.format if model.format == "fp32" else f"int8 (Q8_0, groups of {model.group_size})"
+        print(f"format:      {fmt}")
+        print(f"classifier:  {'shared with the token embedding' if c.shared_classifier else 'unshared'}")
+        print(f"parameters:  {c.parameter_count():,}")
+        print("valid:       yes")
+        if tokenizer_path:
+            Tokenizer.load(tokenizer_path, c.vocab_size)
+            print(f"tokenizer:   {tokenizer_path} fits ({c.vocab_size} tokens)")
     return 0
 
 

@@ -45,6 +45,7 @@ class Stats:
     end: float = 0.0
     forward_seconds: float = 0.0  # time inside backend.forward(), for overhead reports
     forward_calls: int = 0
+    sample_seconds: float = 0.0  # time inside sampler.sample()
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -72,6 +73,13 @@ def _forward(model: Backend, token: int, pos: int, stats: Stats):
     return logits
 
 
+def _sample(sampler: Sampler, logits, stats: Stats) -> int:
+    t0 = time.perf_counter()
+    token = sampler.sample(logits)
+    stats.sample_seconds += time.perf_counter() - t0
+    return token
+
+
 def resolve_steps(steps: int, seq_len: int) -> int:
     """run.c: 0, negative or more than seq_len steps mean seq_len."""
     return seq_len if steps <= 0 or steps > seq_len else steps
@@ -94,7 +102,7 @@ def generate(model: Backend, tokenizer: Tokenizer, sampler: Sampler, prompt: str
         if pos < len(prompt_tokens) - 1:
             next_token = prompt_tokens[pos + 1]  # still in the prompt: force its next token
         else:
-            next_token = sampler.sample(logits)
+            next_token = _sample(sampler, logits, stats)
         pos += 1
         stats.pos = pos
         if next_token == BOS:  # BOS delimits sequences: the story is over
@@ -158,7 +166,7 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
             user_turn = True
 
         logits = _forward(model, token, pos, stats)
-        next_token = sampler.sample(logits)
+        next_token = _sample(sampler, logits, stats)
         pos += 1
         stats.pos = pos
         if stats.start == 0.0:

@@ -125,8 +125,10 @@ class Sampler:
         """The next token id. `logits` (vocab_size float32) is not modified."""
         if self.temperature == 0.0:
             return sample_argmax(logits)
-        scaled = np.divide(logits, self.temperature, out=self._work.setdefault(
-            "scaled", np.empty(len(logits), np.float32)))
+        scaled = logits
+        if self.temperature != 1.0:  # x / 1 is x: skip a pass over the vocabulary
+            scaled = np.divide(logits, self.temperature, out=self._work.setdefault(
+                "scaled", np.empty(len(logits), np.float32)))
         exps, total = exp_and_sum(scaled, self.expf, self._work)
         coin = self.random_f32()
         if self.topp <= 0 or self.topp >= 1:
