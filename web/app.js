@@ -37,12 +37,20 @@ let stopFlag = null; // Int32Array on a SharedArrayBuffer, when the page is cros
 // -- state and messages ---------------------------------------------------------------------
 
 function setState(state) {
+  const focused = document.activeElement;
   document.body.dataset.state = state;
   $('state').textContent = state;
   const busy = state === 'loading' || state === 'generating';
   $('generate').disabled = busy || !modelReady;
   $('stop').disabled = state !== 'generating';
   $('load').disabled = busy;
+  handOverFocus(focused, $('generate'), $('stop'));
+}
+
+/** A button that becomes disabled drops the keyboard focus: hand it to the one taking over. */
+function handOverFocus(focused, generate, stop) {
+  if (focused === generate && generate.disabled && !stop.disabled) stop.focus();
+  else if (focused === stop && stop.disabled && !generate.disabled) generate.focus();
 }
 
 function showError(message) {
@@ -130,6 +138,7 @@ function onWorkerMessage(event) {
       break;
     case 'error':
       generating = false;
+      autostarted = true; // autostart is for the link's own model, not for a later Load
       if (m.during === 'load') modelReady = false;
       showError(m.during === 'load' ? missingModelHint(m.message) : m.message);
       break;

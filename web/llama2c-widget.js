@@ -216,10 +216,14 @@ export class Llama2cStory extends HTMLElement {
   }
 
   _setState(state) {
+    const focused = this.shadowRoot.activeElement;
     this.state = state;
     this.dataset.state = state;
     this.$go.disabled = !this._ready || state === 'generating' || state === 'loading';
     this.$stop.disabled = state !== 'generating';
+    // A button that becomes disabled drops the keyboard focus: hand it to the one taking over.
+    if (focused === this.$go && this.$go.disabled && !this.$stop.disabled) this.$stop.focus();
+    else if (focused === this.$stop && this.$stop.disabled && !this.$go.disabled) this.$go.focus();
   }
 
   _emit(type, detail) {

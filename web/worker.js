@@ -38,7 +38,8 @@ const post = (message) => self.postMessage(message);
 
 // -- the runtime ----------------------------------------------------------------------------
 
-/** Files the runtime fetches, prefetched with byte progress (the browser's HTTP cache keeps them). */
+/** Files the runtime fetches, prefetched for a progress bar in bytes (the HTTP cache keeps them for
+ *  Pyodide and the engine, which fetch them again: 304s on a second visit). */
 function runtimeFiles(lock) {
   const engine = threaded ? ENGINE_URLS.threads : ENGINE_URLS.single;
   return [
@@ -61,13 +62,13 @@ async function init(options) {
 
   const lock = await (await fetch(new URL('pyodide-lock.json', PYODIDE_URL))).json();
   if (!lock.packages.llama2c) throw new Error('pyodide-lock.json lists no llama2c package');
-  const files = runtimeFiles(lock);
-  const sizes = await Promise.all(files.map(contentLength));
-  const total = sizes.reduce((a, b) => a + b, 0);
+  // Start every download at once: their Content-Lengths give the total before any body is read.
+  const responses = await Promise.all(runtimeFiles(lock).map((file) => fetch(file)));
+  const failed = responses.find((response) => !response.ok);
+  if (failed) throw new Error(`could not load ${failed.url}: HTTP ${failed.status}`);
+  const total = responses.reduce((sum, r) => sum + (Number(r.headers.get('Content-Length')) || 0), 0);
   let loaded = 0;
-  for (const file of files) {
-    const response = await fetch(file);
-    if (!response.ok) throw new Error(`could not load ${file}: HTTP ${response.status}`);
+  for (const response of responses) {
     const reader = response.body.getReader();
     for (;;) {
       const { done, value } = await reader.read();
@@ -80,15 +81,6 @@ async function init(options) {
   await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
   engineModule = await Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single);
   post({ type: 'runtime', engine: engineLabel(1) });
-}
-
-async function contentLength(url) {
-  try {
-    const response = await fetch(url, { method: 'HEAD' });
-    return Number(response.headers.get('Content-Length')) || 0;
-  } catch {
-    return 0;
-  }
 }
 
 function engineLabel(threads) {
@@ -117,7 +109,9 @@ async function download(source, what, client, begin, sink) {
       cache = 'cached';
     } else {
       try {
-        response = await fetch(source);
+        // Cache Storage is the model cache: keep the bytes out of the HTTP cache too, so a model
+        // is not stored twice and, once cleared, really is downloaded again.
+        response = await fetch(source, store ? { cache: 'no-store' } : {});
       } catch (e) {
         throw new Error(`could not download the ${what} from ${source}: ${e.message}`);
       }
@@ -225,6 +219,9 @@ async function createModel(client, modelSource, tokenizerSource) {
     };
   } catch (e) {
     engine.free();
+    const store = await openCache(); // never reuse bytes that failed to load: fetch them again
+    const urls = [modelSource, tokenizerSource].filter((s) => typeof s === 'string');
+    if (store) await Promise.all(urls.map((url) => store.delete(url).catch(() => false)));
     throw e;
   }
 }

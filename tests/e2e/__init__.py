@@ -1,0 +1,1 @@
+"""End-to-end browser tests: the built site in headless Chromium, driven by Playwright."""

@@ -1,0 +1,476 @@
+"""The page in headless Chromium: the same stories as the command line, Stop, the URL contract,
+errors that leave the page usable, text-only output, and local model files."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from llama2c.checkpoint import SHAPES, write_checkpoint
+
+from .pageutil import (FLAG_PARAMS, LOAD_TIMEOUT_MS, MODELS, ROOT, WORKER_PROBE_SCRIPT,
+                       args_to_params, click_and_wait, cli_story, describe, golden_cases,
+                       golden_text, mark, open_page, output, report, wait_for_state)
+
+STORIES260K = str(MODELS / "stories260K.bin")
+TOK512 = str(MODELS / "tok512.bin")
+TOKENIZER_32K = str(MODELS / "tokenizer.bin")
+
+MODEL_260K = {"model": "models/stories260K.bin", "tokenizer": "models/tok512.bin"}
+AUTOSTART = {**MODEL_260K, "autostart": "1"}
+
+CASES = golden_cases()  # chat too: the page runs it as run.c does with stdin at end of input
+CASES_BY_NAME = {case["name"]: case for case in CASES}
+STATIC_CASES = ["greedy_once_n64", "topp_t0.8_p0.9_s42_n128", "doc_t1.0_p0.9_s133742"]
+
+
+def assert_clean_done(page) -> dict:
+    """The run ended well: state done, no error shown, a timing report, a tok/s figure."""
+    assert page.evaluate("document.body.dataset.state") == "done", describe(page)
+    assert page.locator("#error").is_hidden(), describe(page)
+    assert page.locator("#error").text_content() == ""
+    return report(page)
+
+
+# -- goldens: the reference implementation's exact output, through the page's URL ---------------
+
+
+def test_every_golden_case_is_covered():
+    assert len(CASES) >= 13, [case["name"] for case in CASES]
+    assert any(args_to_params(case["args"]).get("mode") == "chat" for case in CASES)
+    assert all(name in CASES_BY_NAME for name in STATIC_CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_golden_through_the_dev_server(page, dev_server, case):
+    open_page(page, dev_server, {**AUTOSTART, **args_to_params(case["args"])})
+    assert output(page) == golden_text(case)
+    stats = assert_clean_done(page)
+    assert stats["positions"] >= stats["tokens"] >= 1, stats
+    assert page.evaluate("crossOriginIsolated") is True  # the dev server's COOP/COEP work
+
+
+@pytest.mark.parametrize("name", STATIC_CASES)
+def test_golden_through_a_plain_static_server(static_page, static_server, name):
+    case = CASES_BY_NAME[name]
+    open_page(static_page, static_server, {**AUTOSTART, **args_to_params(case["args"])})
+    assert static_page.evaluate("crossOriginIsolated") is False  # really without COOP/COEP
+    assert output(static_page) == golden_text(case)
+    assert_clean_done(static_page)
+
+
+# -- a stories15M-shaped model: the 32000-token tokenizer, a 60 MB download ---------------------
+
+
+@pytest.fixture(scope="session")
+def random15m(test_site) -> dict[str, str]:
+    """A stories15M-shaped checkpoint with random weights in the test site, and its tokenizer."""
+    path = test_site.models / "random15M.bin"
+    write_checkpoint(path, SHAPES["stories15M"], seed=15)
+    return {"model": test_site.add(path), "tokenizer": test_site.add(Path(TOKENIZER_32K)),
+            "path": str(path)}
+
+
+@pytest.mark.parametrize("args", [
+    ["-t", "0", "-n", "40", "-i", "Once upon a time"],
+    ["-t", "0.9", "-p", "0.9", "-s", "1234", "-n", "40", "-i", "Lily"],
+], ids=["greedy", "seeded_topp"])
+def test_stories15m_shaped_model_matches_the_command_line(page, dev_server, random15m, args):
+    params = {"model": random15m["model"], "tokenizer": random15m["tokenizer"], "autostart": "1"}
+    open_page(page, dev_server, {**params, **args_to_params(args)})
+    expected = cli_story(random15m["path"], TOKENIZER_32K, *args)
+    assert output(page) == expected
+    stats = assert_clean_done(page)
+    assert stats["positions"] == 40, stats
+    info = page.locator("#model-info").text_content()
+    assert "dim 288" in info and "vocab 32000" in info, info
+
+
+# -- the engine itself: the browser's logits are the native engine's, bit for bit ------------------
+
+LOGITS_SCRIPT = """
+import hashlib, json, sys
+from llama2c.native import NativeModel
+
+model, tokens = sys.argv[1], json.loads(sys.argv[2])
+with NativeModel.open(model) as m:
+    json.dump([hashlib.sha256(m.forward(t, pos).astype("<f4").tobytes()).hexdigest()
+               for pos, t in enumerate(tokens)], sys.stdout)
+"""
+
+ENGINE_LOGITS_JS = """
+async ([engineUrl, modelUrl, tokens, threads]) => {
+  const { Engine } = await import(new URL('engine.js', location.href).href);
+  const engine = new Engine(await Engine.instantiate(new URL(engineUrl, location.href).href));
+  const bytes = new Uint8Array(await (await fetch(modelUrl)).arrayBuffer());
+  engine.allocate(bytes.length);
+  engine.write(0, bytes);
+  engine.load();
+  const used = threads ? engine.setThreads(threads) : 1;
+  const hex = (buffer) => [...new Uint8Array(buffer)]
+    .map((b) => b.toString(16).padStart(2, '0')).join('');
+  const hashes = [];
+  for (let pos = 0; pos < tokens.length; pos++) {
+    const logits = Float32Array.from(engine.forward(tokens[pos], pos));  // a copy
+    hashes.push(hex(await crypto.subtle.digest('SHA-256', logits.buffer)));
+  }
+  engine.free();
+  return { used, hashes };
+}
+"""
+
+# wasm/run.c takes RoPE's cosf/sinf from the C library: glibc for the native engine (and for
+# llama2.c's run.c, which made the goldens), musl in emscripten's build. They differ by one ulp for
+# some angles (head size 8: first at position 29; head size 48: at position 6), so from there on
+# the logits differ in their last bits, and sampling among near-equal probabilities can pick
+# another token than the command line. Strict: once both builds compute the same sin/cos, this
+# fails as a reminder to remove the mark.
+LIBM_BUG = pytest.mark.xfail(strict=True, raises=AssertionError,
+                              reason="wasm/run.c RoPE: musl cosf/sinf != glibc's")
+
+
+@pytest.mark.parametrize("engine", [
+    pytest.param("engine/llama2c-engine.mjs", marks=LIBM_BUG, id="single"),
+    pytest.param("engine/llama2c-engine-mt.mjs", marks=LIBM_BUG, id="threads"),
+])
+@pytest.mark.parametrize("model", ["stories260K", "random15M"])
+def test_engine_logits_equal_the_native_engine(page, dev_server, test_site, random15m, engine,
+                                               model):
+    """64 forward passes in the page's WebAssembly engine and in the native one (the command
+    line's), along the greedy story: the logits must be the same floats, bit for bit."""
+    if model == "stories260K":
+        path, url, tokenizer = STORIES260K, MODEL_260K["model"], TOK512
+    else:
+        path, url, tokenizer = random15m["path"], random15m["model"], TOKENIZER_32K
+    tokens = reference_tokens(path, tokenizer, "Once upon a time", 64)
+    assert len(tokens) == 64
+    proc = subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, path, json.dumps(tokens)],
+                          cwd=ROOT, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    native = json.loads(proc.stdout)
+    (test_site.root / "e2e-blank.html").write_text("<!doctype html><title>engine</title>")
+    page.goto(f"{dev_server}/e2e-blank.html")
+    threads = 2 if "-mt" in engine else 0
+    result = page.evaluate(ENGINE_LOGITS_JS, [engine, url, tokens, threads])
+    if threads:
+        assert result["used"] >= 1
+    differing = [pos for pos, (a, b) in enumerate(zip(native, result["hashes"])) if a != b]
+    assert not differing, f"logits differ at positions {differing[:10]} (of {len(tokens)})"
+
+
+TOKENS_SCRIPT = """
+import json, sys
+from llama2c.generate import generate
+from llama2c.native import NativeModel
+from llama2c.sampler import Sampler
+from llama2c.tokenizer import BOS, Tokenizer
+
+model, tokenizer, prompt, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with NativeModel.open(model) as m:
+    tok = Tokenizer.load(tokenizer, m.config.vocab_size)
+    pieces = generate(m, tok, Sampler(m.config.vocab_size, 0.0, 0.9, 1), prompt, steps)
+    json.dump([BOS] + [p.token for p in pieces][:-1], sys.stdout)
+"""
+
+
+def reference_tokens(model: str, tokenizer: str, prompt: str, steps: int) -> list[int]:
+    """The token fed at each position of the command line's greedy story."""
+    proc = subprocess.run([sys.executable, "-c", TOKENS_SCRIPT, model, tokenizer, prompt,
+                           str(steps)], cwd=ROOT, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    return json.loads(proc.stdout)
+
+
+# -- Stop -----------------------------------------------------------------------------------------
+
+
+REFERENCE_SCRIPT = """
+import json, sys
+from llama2c.generate import generate
+from llama2c.native import NativeModel
+from llama2c.params import Settings
+from llama2c.sampler import Sampler
+from llama2c.tokenizer import Tokenizer
+
+model, tokenizer, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+s = Settings.parse(**settings)
+with NativeModel.open(model) as m:
+    tok = Tokenizer.load(tokenizer, m.config.vocab_size)
+    sampler = Sampler(m.config.vocab_size, s.temperature, s.topp, s.seed)
+    json.dump([p.text for p in generate(m, tok, sampler, s.prompt, s.steps)], sys.stdout)
+"""
+
+
+def reference_texts(model: str, tokenizer: str, **settings: str) -> list[str]:
+    """The text of each token the command line's loop yields for these settings (computed in a
+    subprocess with a timeout, like `cli_story`, so a broken native engine cannot hang the run)."""
+    proc = subprocess.run([sys.executable, "-c", REFERENCE_SCRIPT, model, tokenizer,
+                           json.dumps(settings)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    texts = json.loads(proc.stdout)
+    assert "".join(texts) == cli_story(model, tokenizer, *settings_to_args(settings))
+    return texts
+
+
+def settings_to_args(settings: dict[str, str]) -> list[str]:
+    flags = {name: flag for flag, name in FLAG_PARAMS.items()}
+    return [item for name, value in settings.items() for item in (flags[name], value)]
+
+
+def probe_worker(page):
+    """Installs WORKER_PROBE_SCRIPT in the page's worker (call once the page is ready)."""
+    workers = [w for w in page.workers if w.url.endswith("/worker.js")]
+    assert len(workers) == 1, [w.url for w in page.workers]
+    assert workers[0].evaluate(WORKER_PROBE_SCRIPT) is True
+    return workers[0]
+
+
+def start_and_stop(page, min_pieces: int) -> dict:
+    """Clicks Generate, waits for `min_pieces` pieces of text, clicks Stop, waits for done."""
+    since = mark(page)
+    page.locator("#generate").click()
+    page.wait_for_function("(n) => window.__l2c.pieces >= n", arg=min_pieces, polling="raf",
+                           timeout=LOAD_TIMEOUT_MS)
+    return stop(page, since)
+
+
+def stop(page, since: int) -> dict:
+    page.locator("#stop").click(timeout=10_000)
+    wait_for_state(page, "done", since=since)
+    probe = page.evaluate("window.__l2c")
+    assert probe["stopClicks"] == 1, probe
+    states = probe["states"][since:]
+    assert states == ["generating", "done"], f"{states}: Stop was clicked after the end"
+    return probe
+
+
+def check_stopped_within_a_token(page, worker, probe, texts: list[str]) -> None:
+    """The worker ends the story at most one token after Stop, and the page shows exactly the
+    tokens it made: a prefix of the command line's story for the same settings.
+
+    Counted in the worker (WORKER_PROBE_SCRIPT): after the Stop request, by flag or message,
+    only the token already being computed may still be posted; its loop checks for a Stop after
+    every token. (Counting on the page's side would not do: its main thread receives pieces in
+    bursts, so pieces made well before the click may still be queued when it is handled.)
+    """
+    w = worker.evaluate("self.__l2c")
+    assert page.evaluate("crossOriginIsolated") == w["usedFlag"], w  # the flag needs isolation
+    assert w["afterStop"] <= 1, f"pieces posted after Stop was requested: {w}"
+    assert probe["pieces"] == w["posted"], (probe["pieces"], w)  # the page shows every piece
+    if w["stopMessageAt"] is not None and not w["usedFlag"]:
+        latency = w["stopMessageAt"] - probe["stopAt"]
+        assert 0 <= latency < 500, f"'stop' took {latency:.0f} ms from the click to the worker"
+
+    final = output(page)
+    assert final.startswith(probe["textAtStop"])
+    assert len(final) < len("".join(texts)), "Stop did not end generation early"
+    stats = assert_clean_done(page)
+    assert stats["positions"] == stats["tokens"], stats  # no BOS: it was stopped
+    assert final == "".join(texts[: stats["tokens"]]), "not the same story as the command line"
+
+
+@pytest.mark.parametrize("server", ["dev_server", "static_server"],
+                         ids=["isolated_flag", "plain_message"])
+def test_stop_ends_generation_within_one_token(request, server):
+    """Stop on both of the page's paths: the shared flag (cross-origin isolated) and the message."""
+    base = request.getfixturevalue(server)
+    page = request.getfixturevalue("page" if server == "dev_server" else "static_page")
+    settings = {"temperature": "1", "topp": "0.9", "seed": "12", "steps": "0"}
+    texts = reference_texts(STORIES260K, TOK512, **settings)
+    assert len(texts) == 512  # no early BOS with this seed: a full-length story to interrupt
+    open_page(page, base, {**MODEL_260K, **settings}, "ready")
+    worker = probe_worker(page)
+    probe = start_and_stop(page, min_pieces=5)
+    check_stopped_within_a_token(page, worker, probe, texts)
+
+
+def test_page_stays_responsive_while_generating(page, dev_server, random15m):
+    """A long stories15M-shaped story: the page answers, takes typing, then stops on request."""
+    settings = {"temperature": "0", "steps": "0", "prompt": ""}
+    texts = reference_texts(random15m["path"], TOKENIZER_32K, **settings)
+    assert len(texts) == 256
+    params = {"model": random15m["model"], "tokenizer": random15m["tokenizer"], **settings}
+    open_page(page, dev_server, params, "ready")
+    worker = probe_worker(page)
+    page.evaluate("""() => {  // the longest stall of the page's main thread, from now on
+      const probe = window.__l2c;
+      probe.maxGap = 0;
+      let last = performance.now();
+      setInterval(() => {
+        const now = performance.now();
+        probe.maxGap = Math.max(probe.maxGap, now - last);
+        last = now;
+      }, 10);
+    }""")
+    since = mark(page)
+    page.locator("#generate").click()
+    page.wait_for_function("window.__l2c.pieces >= 2", polling="raf", timeout=LOAD_TIMEOUT_MS)
+    round_trips = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        page.evaluate("document.getElementById('output').textContent.length")
+        round_trips.append(time.perf_counter() - t0)
+    prompt = page.locator("#prompt")
+    prompt.press_sequentially("Tom", delay=20)
+    assert prompt.input_value() == "Tom"
+    assert url_query(page)["prompt"] == ["Tom"]
+    still = page.evaluate("[document.body.dataset.state, window.__l2c.states.length]")
+    assert still == ["generating", since + 1], f"generation ended too soon to test: {still}"
+    assert max(round_trips) < 0.2, round_trips
+    probe = stop(page, since)
+    assert probe["maxGap"] < 200, f"the page froze for {probe['maxGap']:.0f} ms"
+    check_stopped_within_a_token(page, worker, probe, texts)
+
+
+# -- the controls and the URL ---------------------------------------------------------------------
+
+
+def url_query(page) -> dict[str, list[str]]:
+    """The query of page.url, once it has caught up with the page's history.replaceState (it
+    follows through an asynchronous event)."""
+    page.wait_for_url(page.evaluate("location.href"), timeout=5_000)
+    return parse_qs(urlsplit(page.url).query, keep_blank_values=True)
+
+
+def test_changing_parameters_updates_the_url_and_the_story(page, dev_server):
+    case = CASES_BY_NAME["greedy_once_n64"]
+    open_page(page, dev_server, {**AUTOSTART, **args_to_params(case["args"])})
+    assert output(page) == golden_text(case)
+
+    new = {"temperature": "0.8", "seed": "99", "steps": "100", "prompt": "Lily met a"}
+    for name, value in new.items():
+        page.locator(f"#{name}").fill(value)
+    query = url_query(page)
+    for name, value in new.items():
+        assert query.get(name) == [value], (name, page.url)
+    assert query["model"] == [MODEL_260K["model"]]
+    assert query["tokenizer"] == [MODEL_260K["tokenizer"]]
+    assert "topp" not in query  # still the default: the link leaves it out
+
+    click_and_wait(page, "#generate", "done")
+    expected = cli_story(STORIES260K, TOK512, "-t", "0.8", "-p", "0.9", "-s", "99", "-n", "100",
+                         "-i", "Lily met a")
+    assert output(page) == expected
+    assert page.locator("#seed-used").text_content() == "99"
+    assert_clean_done(page)
+
+    # The updated link is shareable: opening it (it still has autostart=1) tells the same story.
+    page.goto(page.url)
+    wait_for_state(page, "done")
+    assert output(page) == expected
+
+
+# -- bad input: a clear error, and the page still works afterwards --------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def load_good_model_and_generate(page, model: str = MODEL_260K["model"]) -> None:
+    page.locator("#model").fill(model)
+    page.locator("#tokenizer").fill(MODEL_260K["tokenizer"])
+    assert click_and_wait(page, "#load", "ready") == "ready"
+    assert page.locator("#error").is_hidden()
+    case = CASES_BY_NAME["greedy_once_n64"]
+    for name, value in args_to_params(case["args"]).items():
+        page.locator(f"#{name}").fill(value)
+    click_and_wait(page, "#generate", "done")
+    assert output(page) == golden_text(case)
+    assert_clean_done(page)
+
+
+@pytest.mark.parametrize("kind", ["missing", "unreachable", "truncated", "tokenizer"])
+def test_bad_input_shows_an_error_and_the_page_recovers(page, console, dev_server, test_site,
+                                                         kind):
+    params = dict(MODEL_260K)
+    recover_from = None
+    if kind == "missing":
+        params["model"] = "models/no-such-model.bin"
+        url = f"{dev_server}/models/no-such-model.bin"
+        console.expect(r"status of 404 .*no-such-model\.bin", "the model URL does not exist")
+        fragments = [url, "HTTP 404", "invoke fetch-model", "open a .bin file from your computer"]
+    elif kind == "unreachable":
+        url = f"http://127.0.0.1:{closed_port()}/models/stories260K.bin"
+        params["model"] = url
+        console.expect(r"ERR_CONNECTION_REFUSED", "nothing listens on that port")
+        fragments = [url, "could not download the model"]
+    elif kind == "truncated":
+        data = (MODELS / "stories260K.bin").read_bytes()
+        params["model"] = test_site.write("truncated260K.bin", data[: len(data) - 1000])
+        fragments = ["size mismatch", "truncated", str(len(data) - 1000)]
+        # Then the file at that URL is made whole, and Load must read it anew: bytes that failed
+        # to load must not stay in the page's model cache (Cache Storage).
+        recover_from = (params["model"], data)
+    else:
+        params["tokenizer"] = test_site.add(Path(TOKENIZER_32K))
+        fragments = ["does not fit", "512"]
+
+    open_page(page, dev_server, params, "error")
+    error = page.locator("#error")
+    assert error.is_visible()
+    message = error.text_content()
+    assert message.strip(), describe(page)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in the error {message!r}"
+    assert "Traceback" not in message and "\n" not in message, message
+    assert page.locator("#generate").is_disabled()  # nothing usable is loaded
+    assert page.locator("#load").is_enabled()
+    assert output(page) == ""
+
+    if recover_from:
+        url, whole = recover_from
+        test_site.write(url.removeprefix("models/"), whole)
+        load_good_model_and_generate(page, url)
+    else:
+        load_good_model_and_generate(page)
+
+
+# -- output is text, never HTML -------------------------------------------------------------------
+
+
+def test_prompt_with_markup_is_shown_as_text(page, dev_server):
+    prompt = "<b>x</b><img src=x onerror=alert(1)>"
+    open_page(page, dev_server, {**AUTOSTART, "temperature": "0", "steps": "64", "prompt": prompt})
+    text = output(page)
+    assert text.startswith(prompt), text
+    assert text == cli_story(STORIES260K, TOK512, "-t", "0", "-n", "64", "-i", prompt)
+    assert page.locator("#output *").count() == 0  # no <b>, no <img>: only text nodes
+    assert page.evaluate("""[...document.getElementById('output').childNodes]
+                            .every((node) => node.nodeType === Node.TEXT_NODE)""")
+    assert page.locator("#prompt").input_value() == prompt
+    assert_clean_done(page)
+
+
+# -- local model files ----------------------------------------------------------------------------
+
+
+def test_local_model_files(page, console, dev_server):
+    console.expect(r"status of 404 .*not-here\.bin", "the page starts on an absent model URL")
+    open_page(page, dev_server, {"model": "models/not-here.bin"}, "error")
+
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.locator("#model-file").set_input_files(STORIES260K)
+    page.locator("#tokenizer-file").set_input_files(TOK512)
+    assert click_and_wait(page, "#load", "ready") == "ready"
+    assert page.locator("#error").is_hidden()
+    assert "vocab 512" in page.locator("#model-info").text_content()
+    assert requests == [], f"local files must not be downloaded: {requests}"
+
+    page.locator("#prompt").fill("Once upon a time")
+    page.locator("#temperature").fill("0")
+    page.locator("#steps").fill("64")
+    click_and_wait(page, "#generate", "done")
+    assert output(page) == golden_text(CASES_BY_NAME["greedy_once_n64"])
+    assert_clean_done(page)
