@@ -22,6 +22,12 @@ SHARED_MODELS = SHARED / "models"
 TOK512 = SHARED_MODELS / "tok512.bin"
 
 
+@pytest.fixture(autouse=True)
+def no_mirror_from_the_environment(monkeypatch):
+    """CI sets LLAMA2C_MIRROR for the build; these tests choose their mirror themselves."""
+    monkeypatch.delenv(fetch.MIRROR_ENV, raising=False)
+
+
 def sha256_hex(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
