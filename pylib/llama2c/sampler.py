@@ -36,53 +36,74 @@ def rounded_expf(x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def softmax(x: np.ndarray, expf: ExpF = rounded_expf) -> np.ndarray:
     """run.c's softmax in float32: expf(x - max) / sequential sum. Returns a new array."""
-    exps, total = exp_and_sum(x, expf)
-    return exps / total
+    shifted = (x - x.max()).astype(np.float32)
+    exps = expf(shifted, np.empty_like(shifted))
+    return exps / np.cumsum(exps)[-1]  # cumsum adds in order, like run.c's loop
 
 
-def exp_and_sum(x: np.ndarray, expf: ExpF = rounded_expf,
-                work: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.float32]:
-    """expf(x - max(x)) in float32 and its sum, added up in order as run.c's softmax does.
+# An exp this far below an earlier term of a sequential float32 sum cannot change the sum:
+# exp(-17.5) = 2.5e-8 is under half an ulp of anything at least that earlier term (> 2^-25 of it).
+NEGLIGIBLE = _F32(-17.5)
+# ...as long as that earlier term is a normal float far from underflow (exp(-60) = 8.8e-27).
+TINY = _F32(-60.0)
 
-    `work` holds preallocated buffers, so that sampling a token allocates nothing.
+
+def softmax_terms(x: np.ndarray, expf: ExpF, work: dict[str, np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray, np.float32]:
+    """The tokens whose exp can matter, their expf(x - max), and run.c's softmax denominator.
+
+    run.c sums exp(x_i - max) in index order in float32. A term smaller than half an ulp of the
+    running sum leaves it unchanged, to the bit; the running sum is at least every earlier term, so
+    a token whose exponent is NEGLIGIBLE below the largest one before it can be left out exactly.
+    Its probability is then below 2.6e-8: it can neither pass a top-p cutoff above that nor be
+    where a cumulative sum first exceeds a coin. Returns (indices, exps, total).
     """
     n = len(x)
-    work = {} if work is None else work
     if work.get("shifted") is None or len(work["shifted"]) != n:
-        work.update(shifted=np.empty(n, np.float32), exps=np.empty(n, np.float32),
-                    cum=np.empty(n, np.float32))
-    shifted, exps, cum = work["shifted"], work["exps"], work["cum"]
+        work.update(shifted=np.empty(n, np.float32), prefix=np.empty(n, np.float32),
+                    keep=np.empty(n, bool))
+    shifted, prefix, keep = work["shifted"], work["prefix"], work["keep"]
     np.subtract(x, x.max(), out=shifted)
-    expf(shifted, exps)
-    np.cumsum(exps, out=cum)  # sequential float32 adds, like run.c's loop (np.sum is pairwise)
-    return exps, cum[-1]
+    np.maximum.accumulate(shifted, out=prefix)  # prefix[i] = the largest exponent up to i
+    keep[0] = True
+    np.greater_equal(shifted[1:], prefix[:-1] + NEGLIGIBLE, out=keep[1:])
+    keep[1:] |= prefix[:-1] < TINY  # while every earlier term is tiny, leave nothing out
+    indices = np.flatnonzero(keep)
+    kept = shifted[indices]
+    exps = expf(kept, np.empty_like(kept))
+    return indices, exps, np.cumsum(exps)[-1]
 
 
 def sample_argmax(probabilities: np.ndarray) -> int:
     return int(np.argmax(probabilities))  # the first index of the maximum, as run.c
 
 
-def sample_mult(probabilities: np.ndarray, coin: np.float32) -> int:
-    """The first index whose running sum exceeds coin (the last index if rounding leaves none)."""
+def sample_mult(probabilities: np.ndarray, coin: np.float32,
+                indices: np.ndarray | None = None, n: int | None = None) -> int:
+    """The first index whose running sum exceeds coin (the last index if rounding leaves none).
+
+    With `indices`, probabilities are those tokens' only (the others cannot change the sum).
+    """
     cdf = np.cumsum(probabilities)
     hit = np.flatnonzero(coin < cdf)
-    return int(hit[0]) if hit.size else len(probabilities) - 1
+    if indices is None:
+        return int(hit[0]) if hit.size else len(probabilities) - 1
+    return int(indices[hit[0]]) if hit.size else n - 1
 
 
 def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
-                candidates: np.ndarray | None = None) -> int:
+                indices: np.ndarray | None = None, n: int | None = None) -> int:
     """Nucleus sampling with run.c's cutoff: tokens below (1 - topp) / (n - 1) cannot be chosen.
 
-    `candidates`, when given, is a superset (in index order) of the tokens that pass the cutoff.
+    With `indices`, probabilities are those tokens' only (in index order), out of n.
     """
-    n = len(probabilities)
+    if indices is None:
+        indices, n = np.arange(len(probabilities)), len(probabilities)
     cutoff = (_F32(1.0) - topp) / _F32(n - 1)
-    if candidates is None:
-        candidates = np.arange(n)
-    candidates = candidates[probabilities[candidates] >= cutoff]
+    passing = probabilities >= cutoff
+    candidates, probs = indices[passing], probabilities[passing]
     if candidates.size == 0:
-        return sample_argmax(probabilities)
-    probs = probabilities[candidates]
+        return int(indices[np.argmax(probabilities)])
     order = np.argsort(-probs, kind="stable")  # descending; ties keep index order (glibc qsort)
     probs, candidates = probs[order], candidates[order]
     cumulative = np.cumsum(probs)
@@ -91,17 +112,6 @@ def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
     r = coin * cumulative[last]
     hit = np.flatnonzero(r < cumulative[: last + 1])
     return int(candidates[hit[0]] if hit.size else candidates[last])
-
-
-def sample_topp_exps(exps: np.ndarray, total: np.float32, topp: np.float32, coin: np.float32) -> int:
-    """sample_topp on probabilities exps / total, dividing only the tokens that can pass the cutoff."""
-    n = len(exps)
-    cutoff = (_F32(1.0) - topp) / _F32(n - 1)
-    # p >= cutoff implies exps >= cutoff * total up to rounding: keep a margin, then check exactly.
-    maybe = np.flatnonzero(exps >= cutoff * total * _F32(0.999))
-    probs = np.zeros(n, np.float32)
-    probs[maybe] = exps[maybe] / total
-    return sample_topp(probs, topp, coin, candidates=maybe)
 
 
 class Sampler:
@@ -129,8 +139,14 @@ class Sampler:
         if self.temperature != 1.0:  # x / 1 is x: skip a pass over the vocabulary
             scaled = np.divide(logits, self.temperature, out=self._work.setdefault(
                 "scaled", np.empty(len(logits), np.float32)))
-        exps, total = exp_and_sum(scaled, self.expf, self._work)
+        indices, exps, total = softmax_terms(scaled, self.expf, self._work)
+        probabilities = exps / total
         coin = self.random_f32()
+        n = len(logits)
         if self.topp <= 0 or self.topp >= 1:
-            return sample_mult(np.divide(exps, total, out=exps), coin)
-        return sample_topp_exps(exps, total, self.topp, coin)
+            return sample_mult(probabilities, coin, indices, n)
+        if (_F32(1.0) - self.topp) / _F32(n - 1) < _F32(2.6e-8):
+            # a cutoff so low that a left-out token could pass it: take every token
+            full = softmax(scaled, self.expf)
+            return sample_topp(full, self.topp, coin)
+        return sample_topp(probabilities, self.topp, coin, indices, n)
