@@ -595,7 +595,7 @@ static int hardware_threads(void) { return 1; }
 #include <emscripten/threading.h>
 #endif
 
-#define SPIN_ROUNDS 20000 /* about 20-50 microseconds of polling before a worker sleeps */
+#define SPIN_ROUNDS 2000 /* a few microseconds of polling before a thread sleeps */
 
 typedef struct {
     pthread_t threads[MAX_THREADS];

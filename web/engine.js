@@ -47,6 +47,11 @@ export class Engine {
     this.m.HEAPU8.set(chunk, this.data + offset); // HEAPU8 is re-read: memory may have grown
   }
 
+  /** A copy of `length` checkpoint bytes from `offset` (for the model cache). */
+  read(offset, length) {
+    return this.m.HEAPU8.slice(this.data + offset, this.data + offset + length);
+  }
+
   /** Validates and loads the checkpoint written so far. Throws with the engine's message. */
   load() {
     this.handle = this.m._l2c_load(this.data, this.size);

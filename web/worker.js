@@ -57,8 +57,11 @@ async function init(options) {
   // Threads need SharedArrayBuffer (a cross-origin isolated page) and pthread workers, which a
   // worker may only start from its own origin.
   const sameOrigin = new URL(self.location.href).origin === BASE.origin;
-  threaded = self.crossOriginIsolated && sameOrigin && threadsWanted !== 1 &&
-    (navigator.hardwareConcurrency || 1) > 1;
+  // Automatic: threads only with cores to spare. With two, the page's own thread and the browser
+  // need one, and two compute threads measured slower than one (`invoke bench`).
+  const cores = navigator.hardwareConcurrency || 1;
+  const wanted = threadsWanted || (cores > 2 ? cores : 1);
+  threaded = self.crossOriginIsolated && sameOrigin && wanted > 1 && cores > 1;
 
   const lock = await (await fetch(new URL('pyodide-lock.json', PYODIDE_URL))).json();
   if (!lock.packages.llama2c) throw new Error('pyodide-lock.json lists no llama2c package');
@@ -98,7 +101,6 @@ function engineLabel(threads) {
 async function download(source, what, client, begin, sink) {
   let response;
   let cache = 'none';
-  let storing = null; // the Cache Storage write, when there is one
   if (source instanceof Blob) {
     response = new Response(source, { headers: { 'Content-Length': String(source.size) } });
     cache = 'local file';
@@ -119,15 +121,7 @@ async function download(source, what, client, begin, sink) {
         throw new Error(`could not download the ${what} from ${source}: HTTP ${response.status} ` +
           `${response.statusText}`.trim());
       }
-      if (store) {
-        const copy = response.clone();
-        cache = 'stored';
-        // Not awaited here: the copy fills while the original streams into the engine.
-        storing = store.put(source, copy).catch((e) => {
-          cache = e && e.name === 'QuotaExceededError' ? 'quota exceeded: kept in memory only'
-            : `not cached: ${e && e.message}`;
-        });
-      }
+      if (store) cache = 'stored'; // written after the download, from where the bytes landed
     }
   }
   const total = Number(response.headers.get('Content-Length')) || 0;
@@ -152,8 +146,36 @@ async function download(source, what, client, begin, sink) {
       offset += chunk.length;
     }
   }
-  if (storing) await storing;
   return { bytes: loaded, cache };
+}
+
+/**
+ * Saves bytes the worker already holds into the model cache, a megabyte at a time, so a large
+ * model never exists twice in memory. Returns the cache state the page shows.
+ */
+async function remember(url, size, readChunk) {
+  const store = await openCache();
+  if (!store) return 'none';
+  let offset = 0;
+  const body = new ReadableStream({
+    pull(controller) {
+      if (offset >= size) {
+        controller.close();
+        return;
+      }
+      const length = Math.min(1 << 20, size - offset);
+      controller.enqueue(readChunk(offset, length));
+      offset += length;
+    },
+  });
+  const headers = { 'Content-Length': String(size), 'Content-Type': 'application/octet-stream' };
+  try {
+    await store.put(url, new Response(body, { headers }));
+    return 'stored';
+  } catch (e) {
+    return e && e.name === 'QuotaExceededError' ? 'quota exceeded: kept in memory only'
+      : `not cached: ${e && e.message}`;
+  }
 }
 
 async function openCache() {
@@ -191,10 +213,18 @@ async function createModel(client, modelSource, tokenizerSource) {
     }, (offset, chunk) => engine.write(offset, chunk));
     engine.load(); // throws the engine's message for a truncated or corrupt checkpoint
     let tokenizerBytes = null;
-    await download(tokenizerSource, 'tokenizer', client, (size) => {
+    const tokenizer = await download(tokenizerSource, 'tokenizer', client, (size) => {
       tokenizerBytes = new Uint8Array(size);
       return true;
     }, (offset, chunk) => tokenizerBytes.set(chunk, offset));
+    let cache = model.cache;
+    if (model.cache === 'stored') {
+      cache = await remember(modelSource, model.bytes, (offset, length) => engine.read(offset, length));
+    }
+    if (tokenizer.cache === 'stored') {
+      await remember(tokenizerSource, tokenizerBytes.length,
+        (offset, length) => tokenizerBytes.slice(offset, offset + length));
+    }
     const threads = threaded ? engine.setThreads(threadsWanted) : 1;
     const browser = pyodide.pyimport('llama2c.browser');
     let session;
@@ -210,7 +240,7 @@ async function createModel(client, modelSource, tokenizerSource) {
       session,
       info: {
         bytes: model.bytes,
-        cache: model.cache,
+        cache,
         engine: engineLabel(threads),
         config: { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
           shared_classifier: !!shared,

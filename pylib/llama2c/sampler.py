@@ -104,14 +104,28 @@ def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
     candidates, probs = indices[passing], probabilities[passing]
     if candidates.size == 0:
         return int(indices[np.argmax(probabilities)])
-    order = np.argsort(-probs, kind="stable")  # descending; ties keep index order (glibc qsort)
-    probs, candidates = probs[order], candidates[order]
-    cumulative = np.cumsum(probs)
-    over = np.flatnonzero(cumulative > topp)
-    last = int(over[0]) if over.size else len(probs) - 1  # truncate where the sum exceeds topp
+    # run.c sorts every candidate, then sums down the sorted list until it exceeds topp. Sorting
+    # only the largest k (with every tie of the k-th) gives the same head of that list; widen k
+    # until the sum exceeds topp within it, or it is the whole list.
+    k = 64
+    while True:
+        if k < len(probs):
+            kth = np.partition(probs, len(probs) - k)[len(probs) - k]  # the k-th largest
+            head = probs >= kth
+            head_candidates, head_probs = candidates[head], probs[head]
+        else:
+            head_candidates, head_probs = candidates, probs
+        order = np.argsort(-head_probs, kind="stable")  # descending; ties in index order (qsort)
+        head_probs, head_candidates = head_probs[order], head_candidates[order]
+        cumulative = np.cumsum(head_probs)
+        over = np.flatnonzero(cumulative > topp)
+        if over.size or len(head_probs) == len(probs):
+            break
+        k *= 4
+    last = int(over[0]) if over.size else len(head_probs) - 1  # where the sum exceeds topp
     r = coin * cumulative[last]
     hit = np.flatnonzero(r < cumulative[: last + 1])
-    return int(candidates[hit[0]] if hit.size else candidates[last])
+    return int(head_candidates[hit[0]] if hit.size else head_candidates[last])
 
 
 class Sampler:

@@ -1,0 +1,3 @@
+"""tests/bench/ holds the benchmark that `invoke bench` runs; pytest collects nothing here."""
+
+collect_ignore_glob = ["*"]
