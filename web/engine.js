@@ -89,19 +89,25 @@ export class Engine {
     return this.m.HEAPF32.subarray(ptr >> 2, (ptr >> 2) + this.vocabSize);
   }
 
-  /** C's expf over a Float32Array (the sampler's softmax); returns a view of engine memory. */
+  /** C's expf over float32 values (the sampler's softmax): a Float32Array, or a PyProxy of a
+   *  numpy array, read in place. Returns a view of engine memory, valid until the next call. */
   expf(values) {
-    const n = values.length;
-    if (this.scratchSize < n) {
-      if (this.scratch) this.m._free(this.scratch);
-      this.scratch = this.m._malloc(8 * n); // n inputs, then n outputs
-      this.scratchSize = n;
+    const buffer = values.getBuffer ? values.getBuffer('f32') : null; // Python memory, no copy
+    try {
+      const input = buffer ? buffer.data : values;
+      const n = input.length;
+      if (this.scratchSize < n) {
+        if (this.scratch) this.m._free(this.scratch);
+        this.scratch = this.m._malloc(8 * n); // n inputs, then n outputs
+        this.scratchSize = n;
+      }
+      const start = this.scratch >> 2;
+      this.m.HEAPF32.set(input, start);
+      this.m._l2c_expf(this.scratch, this.scratch + 4 * n, n);
+      return this.m.HEAPF32.subarray(start + n, start + 2 * n);
+    } finally {
+      if (buffer) buffer.release();
     }
-    const input = this.scratch >> 2;
-    const output = input + n;
-    this.m.HEAPF32.set(new Float32Array(values.buffer, values.byteOffset, n), input);
-    this.m._l2c_expf(this.scratch, this.scratch + 4 * n, n);
-    return this.m.HEAPF32.subarray(output, output + n);
   }
 
   free() {
