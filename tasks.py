@@ -14,7 +14,6 @@ official homes (CI sets it to ../shared).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -87,11 +86,6 @@ def copy_if_newer(source: Path, target: Path) -> None:
     if newer(target, source):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
-
-
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def emcc_env() -> dict[str, str]:
@@ -177,19 +171,13 @@ def native_library_name() -> str:
 
 
 @task
-def native(c, sanitize=False):
-    """Build the native engine library that llama2c.native loads (--sanitize: ASan + UBSan)."""
+def native(c):
+    """Build the native engine library that llama2c.native loads."""
     source = ROOT / "wasm/run.c"
-    if sanitize:
-        target = CACHE / "sanitize" / native_library_name()
-        flags = GCC_FLAGS + ["-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-    else:
-        target = ROOT / "pylib/llama2c" / native_library_name()
-        flags = GCC_FLAGS
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = ROOT / "pylib/llama2c" / native_library_name()
     if newer(target, source, Path(__file__)):
         say(f"gcc {source.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
-        c.run(f"gcc {' '.join(flags)} -o {target} {source} -lm")
+        c.run(f"gcc {' '.join(GCC_FLAGS)} -o {target} {source} -lm")
     return target
 
 
@@ -283,6 +271,8 @@ def build_wheel(c) -> Path:
 
 def build_pyodide(wheel: Path) -> None:
     """The Pyodide runtime, numpy, and a pyodide-lock.json that also lists the llama2c wheel."""
+    from llama2c.fetch import sha256_of
+
     target = SITE / "pyodide"
     target.mkdir(parents=True, exist_ok=True)
     for name in PYODIDE_FILES:
@@ -384,7 +374,6 @@ def clean(c):
     """Remove the built site and intermediate build products (keeps downloads and models)."""
     shutil.rmtree(SITE, ignore_errors=True)
     shutil.rmtree(CACHE / "wheel", ignore_errors=True)
-    shutil.rmtree(CACHE / "sanitize", ignore_errors=True)
 
 
 # -- tests --------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def numpy_expf_matches(engine_expf, count: int = 1 << 15, seed: int = 0) -> bool
         -rng.exponential(8.0, count).astype(np.float32),
         -rng.uniform(0, 104, count).astype(np.float32),
         np.linspace(-104, 0, 4096, dtype=np.float32),
-    ]).astype(np.float32)
+    ])
     ours = numpy_expf(x, np.empty_like(x))
     theirs = engine_expf(x, np.empty_like(x))
     return bool(np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)))
@@ -110,9 +110,6 @@ class Session:
         if piece.token >= 0:
             self.tokens += 1
         return piece.text
-
-    def tokens_per_second(self) -> float:
-        return self.stats.tokens_per_second or 0.0
 
     def report(self) -> dict:
         """Timing for the page and the benchmark: totals and the time spent outside forward()."""

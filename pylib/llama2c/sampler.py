@@ -46,6 +46,8 @@ def softmax(x: np.ndarray, expf: ExpF = rounded_expf) -> np.ndarray:
 NEGLIGIBLE = _F32(-17.5)
 # ...as long as that earlier term is a normal float far from underflow (exp(-60) = 8.8e-27).
 TINY = _F32(-60.0)
+# A left-out token's probability is below exp(NEGLIGIBLE) = 2.5e-8; this bound has a margin.
+LEFT_OUT_PROBABILITY = _F32(2.6e-8)
 
 
 def softmax_terms(x: np.ndarray, expf: ExpF, work: dict[str, np.ndarray]
@@ -55,8 +57,8 @@ def softmax_terms(x: np.ndarray, expf: ExpF, work: dict[str, np.ndarray]
     run.c sums exp(x_i - max) in index order in float32. A term smaller than half an ulp of the
     running sum leaves it unchanged, to the bit; the running sum is at least every earlier term, so
     a token whose exponent is NEGLIGIBLE below the largest one before it can be left out exactly.
-    Its probability is then below 2.6e-8: it can neither pass a top-p cutoff above that nor be
-    where a cumulative sum first exceeds a coin. Returns (indices, exps, total).
+    Its probability is then below LEFT_OUT_PROBABILITY: it can neither pass a top-p cutoff above
+    that nor be where a cumulative sum first exceeds a coin. Returns (indices, exps, total).
     """
     n = len(x)
     if work.get("shifted") is None or len(work["shifted"]) != n:
@@ -138,7 +140,7 @@ class Sampler:
         self.topp = _F32(topp)
         self.rng_state = rng_seed & MASK64
         self.expf = expf  # C's expf from the engine (backend.expf), for bit-exact probabilities
-        self._work: dict[str, np.ndarray] = {}  # reused buffers: sampling allocates nothing
+        self._work: dict[str, np.ndarray] = {}  # vocabulary-sized buffers, reused every token
 
     def random_f32(self) -> np.float32:
         """A float32 in [0, 1) from the top 24 bits of random_u32, as run.c's random_f32."""
@@ -159,7 +161,7 @@ class Sampler:
         n = len(logits)
         if self.topp <= 0 or self.topp >= 1:
             return sample_mult(probabilities, coin, indices, n)
-        if (_F32(1.0) - self.topp) / _F32(n - 1) < _F32(2.6e-8):
+        if (_F32(1.0) - self.topp) / _F32(n - 1) < LEFT_OUT_PROBABILITY:
             # a cutoff so low that a left-out token could pass it: take every token
             full = softmax(scaled, self.expf)
             return sample_topp(full, self.topp, coin)
