@@ -187,8 +187,8 @@ class RangeHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.log.append((requested, len(body)))  # before the body: the client may finish first
         self.wfile.write(body)
-        self.log.append((requested, len(body)))
 
     def log_message(self, format: str, *args: object) -> None:
         pass
