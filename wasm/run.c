@@ -5,10 +5,11 @@
  *   gcc  -> a shared library that the Python package loads with ctypes (the command line, the tests)
  *   emcc -> a WebAssembly module that the browser worker drives (the page, the widget)
  *
- * The engine does no file I/O. The caller owns the checkpoint bytes and hands the engine a pointer
- * and a length (an mmap natively, a copy of the downloaded ArrayBuffer in the browser). The engine
+ * The engine does no file I/O. The caller hands the engine a writable buffer holding the checkpoint
+ * (a private mmap natively, the downloaded bytes in WebAssembly memory in the browser). The engine
  * checks every size against those bytes before it touches any weight, and never aborts: each failure
- * is an error code plus a message from l2c_last_error().
+ * is an error code plus a message from l2c_last_error(). Once loaded, the engine uses the buffer in
+ * place, as its only copy of the weights, and rearranges fp32 matrices there for its kernel.
  *
  * For fp32 models, arithmetic follows llama2.c's run.c operation for operation (same summation
  * order, no fused multiply-add), so logits are bit-identical to run.c's and sampled text is
@@ -25,6 +26,8 @@
  *   6. the forward pass
  *   7. the exported functions
  */
+
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include <math.h>
 #include <stdarg.h>
@@ -344,7 +347,7 @@ typedef struct {
     Weights weights;
     Matrix* layer_matrices; /* 7 * n_layers, what the Weights' per-layer pointers index */
     RunState state;
-    const unsigned char* data; /* the caller's checkpoint bytes, used in place */
+    unsigned char* data; /* the caller's checkpoint bytes, used in place */
     size_t size;
 } Engine;
 
@@ -415,7 +418,8 @@ typedef float v4f_unaligned __attribute__((vector_size(16), aligned(4)));
 static inline v4f load4(const float* p) { return *(const v4f_unaligned*)p; }
 
 #ifdef L2C_SCALAR
-/* The baseline build (-DL2C_SCALAR): run.c's plain loop, one row at a time. */
+#define L2C_SIMD 0 /* attention's loops stay plain too */
+/* The baseline build (-DL2C_SCALAR): run.c's plain loop, one row at a time, weights as stored. */
 static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
     for (int i = begin; i < end; i++) {
         float val = 0.0f;
@@ -424,51 +428,64 @@ static void matmul_rows(float* out, const float* x, const float* w, int n, int b
     }
 }
 #else
+#define L2C_SIMD 1
+#define L2C_INTERLEAVED 1
 /*
- * W (d, n) @ x (n,) -> out (d,), for rows [begin, end).
+ * The fp32 weight layout the kernel reads. At load, each block of 4 consecutive rows of every
+ * fp32 matrix is rewritten in place, column by column: block[4 * j + k] = W[i + k][j]. Rows after
+ * the last whole block keep the row-major layout. One load of a block then holds column j of four
+ * rows, ready for the four lanes of a SIMD vector, with no shuffles.
+ */
+static void interleave_rows(float* w, int d, int n, float* tmp /* (4 * n,) */) {
+    for (int i = 0; i + 4 <= d; i += 4) {
+        float* block = w + (size_t)i * n;
+        memcpy(tmp, block, (size_t)4 * n * sizeof(float));
+        for (int j = 0; j < n; j++)
+            for (int k = 0; k < 4; k++) block[(size_t)4 * j + k] = tmp[(size_t)k * n + j];
+    }
+}
+
+/* Element j of row i of an interleaved (d, n) matrix. */
+static inline float interleaved_at(const float* w, int d, int n, int i, int j) {
+    if (i >= (d & ~3)) return w[(size_t)i * n + j];
+    return w[(size_t)(i & ~3) * n + (size_t)4 * j + (i & 3)];
+}
+
+/*
+ * W (d, n) @ x (n,) -> out (d,), for rows [begin, end), begin a multiple of 4.
  *
  * Every row is still one sequential sum over j = 0..n-1 with separate multiplies and adds, exactly
  * as run.c computes it, so the results are bit-identical. The speed comes from running four rows
- * at once in the four lanes of a SIMD vector: each step loads a 4x4 block (4 rows x 4 columns),
- * transposes it in registers, and adds column after column into the lanes. The four rows come from
- * the four quarters of the range, so each lane reads memory front to back, as prefetchers like it.
+ * at once in the four lanes of a SIMD vector (an interleaved block), and two blocks at once, one
+ * from each half of the range, so that two independent chains of adds keep the adder busy while
+ * each half streams through memory front to back.
  * GCC and Clang vector extensions: SSE natively, WebAssembly SIMD128 under emcc -msimd128.
  */
 static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
-    int quarter = (end - begin) / 4;
-    int n4 = n & ~3;
-    size_t stride = (size_t)quarter * n; /* from one lane's row to the next lane's */
-    for (int i = begin; i < begin + quarter; i++) {
-        const float* r0 = w + (size_t)i * n;
-        const float* r1 = r0 + stride;
-        const float* r2 = r1 + stride;
-        const float* r3 = r2 + stride;
-        v4f acc = {0.0f, 0.0f, 0.0f, 0.0f}; /* lane k holds row i + k * quarter */
-        for (int j = 0; j < n4; j += 4) {
-            v4f a = load4(r0 + j), b = load4(r1 + j), c = load4(r2 + j), d = load4(r3 + j);
-            v4f xv = load4(x + j);
-            v4f ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5); /* a0 b0 a1 b1 */
-            v4f ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7); /* a2 b2 a3 b3 */
-            v4f cd_lo = __builtin_shufflevector(c, d, 0, 4, 1, 5);
-            v4f cd_hi = __builtin_shufflevector(c, d, 2, 6, 3, 7);
-            acc = acc + __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5) *
-                            __builtin_shufflevector(xv, xv, 0, 0, 0, 0); /* column j */
-            acc = acc + __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7) *
-                            __builtin_shufflevector(xv, xv, 1, 1, 1, 1); /* column j + 1 */
-            acc = acc + __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5) *
-                            __builtin_shufflevector(xv, xv, 2, 2, 2, 2);
-            acc = acc + __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7) *
-                            __builtin_shufflevector(xv, xv, 3, 3, 3, 3);
+    int whole = end & ~3; /* rows [begin, whole) are in interleaved blocks */
+    int blocks = whole > begin ? (whole - begin) / 4 : 0;
+    int half = blocks / 2;
+    size_t block_floats = (size_t)4 * n;
+    const float* first = w + (size_t)begin * n;
+    for (int b = 0; b < half; b++) {
+        const float* b0 = first + b * block_floats;        /* rows begin + 4b .. + 3 */
+        const float* b1 = first + (b + half) * block_floats; /* rows begin + 4(b + half) .. + 3 */
+        v4f acc0 = {0.0f, 0.0f, 0.0f, 0.0f}, acc1 = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int j = 0; j < n; j++) {
+            v4f xj = {x[j], x[j], x[j], x[j]};
+            acc0 = acc0 + load4(b0 + 4 * j) * xj;
+            acc1 = acc1 + load4(b1 + 4 * j) * xj;
         }
-        float lanes[4];
-        memcpy(lanes, &acc, sizeof(lanes));
-        for (int k = 0; k < 4; k++) {
-            const float* r = r0 + k * stride;
-            for (int j = n4; j < n; j++) lanes[k] += r[j] * x[j]; /* the columns left over */
-            out[i + k * quarter] = lanes[k];
-        }
+        memcpy(out + begin + 4 * b, &acc0, sizeof(acc0));
+        memcpy(out + begin + 4 * (b + half), &acc1, sizeof(acc1));
     }
-    for (int i = begin + 4 * quarter; i < end; i++) { /* the rows left over */
+    if (blocks % 2) { /* the odd block out */
+        const float* b0 = first + (blocks - 1) * block_floats;
+        v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int j = 0; j < n; j++) acc = acc + load4(b0 + 4 * j) * (v4f){x[j], x[j], x[j], x[j]};
+        memcpy(out + begin + 4 * (blocks - 1), &acc, sizeof(acc));
+    }
+    for (int i = whole > begin ? whole : begin; i < end; i++) { /* the rows after the last block */
         float val = 0.0f;
         for (int j = 0; j < n; j++) val += w[(size_t)i * n + j] * x[j];
         out[i] = val;
@@ -595,7 +612,47 @@ static int hardware_threads(void) { return 1; }
 #include <emscripten/threading.h>
 #endif
 
-#define SPIN_ROUNDS 2000 /* a few microseconds of polling before a thread sleeps */
+#include <time.h>
+
+/*
+ * How long a thread polls before it sleeps. Jobs follow each other within microseconds during a
+ * token, and waking a sleeping thread costs tens of microseconds, so threads poll through the gaps
+ * between jobs; between tokens (the sampler runs) they go to sleep and burn nothing.
+ */
+#define SPIN_MICROSECONDS 200.0
+
+static double now_microseconds(void) {
+#ifdef __EMSCRIPTEN__
+    return emscripten_get_now() * 1000.0;
+#else
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+#endif
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Polls while (*value == target) == while_equal, or until the spin time is up. Returns the last
+ * value read. */
+static int spin(atomic_int* value, int target, int while_equal) {
+    int v = atomic_load(value);
+    double deadline = 0.0;
+    for (int i = 1; (v == target) == while_equal; i++) {
+        cpu_relax();
+        v = atomic_load(value);
+        if (i % 64 == 0) { /* read the clock now and then: it is a call into JavaScript in wasm */
+            double t = now_microseconds();
+            if (deadline == 0.0) deadline = t + SPIN_MICROSECONDS;
+            else if (t > deadline) break;
+        }
+    }
+    return v;
+}
 
 typedef struct {
     pthread_t threads[MAX_THREADS];
@@ -622,8 +679,7 @@ static void* worker_main(void* arg) {
     int index = ((WorkerArg*)arg)->index; /* 1..n_workers; the caller is thread 0 */
     int seen = ((WorkerArg*)arg)->generation; /* not a fresh read: a job may already be posted */
     for (;;) {
-        int gen = seen;
-        for (int i = 0; i < SPIN_ROUNDS && gen == seen; i++) gen = atomic_load(&g_pool.generation);
+        int gen = spin(&g_pool.generation, seen, 1); /* while no new job */
         if (gen == seen) {
             pthread_mutex_lock(&g_pool.mutex);
             while ((gen = atomic_load(&g_pool.generation)) == seen && !atomic_load(&g_pool.stop)) {
@@ -656,7 +712,7 @@ static void run_job(JobFn fn, void* job) {
     pthread_cond_broadcast(&g_pool.wake);
     pthread_mutex_unlock(&g_pool.mutex);
     fn(job, 0, g_threads);
-    for (int i = 0; i < SPIN_ROUNDS && atomic_load(&g_pool.pending) > 0; i++) {}
+    spin(&g_pool.pending, 0, 0); /* while workers are still on the job */
     if (atomic_load(&g_pool.pending) > 0) {
         pthread_mutex_lock(&g_pool.mutex);
         while (atomic_load(&g_pool.pending) > 0) pthread_cond_wait(&g_pool.idle, &g_pool.mutex);
@@ -760,6 +816,49 @@ typedef struct {
     int pos;
 } AttentionJob;
 
+/*
+ * att[tt] = (q . key_tt) / sqrt(head_size) for tt in [0, n), each dot product summed in order as
+ * run.c does. Four keys at once run in the four lanes of a vector: a 4x4 block (4 keys x 4
+ * elements) is transposed in registers and added element after element.
+ */
+static void attention_scores(float* att, const float* q, const float* keys, int kv_dim,
+                             int head_size, int n) {
+    float scale = sqrtf(head_size);
+    int tt = 0;
+    if (L2C_SIMD && head_size % 4 == 0) {
+        for (; tt + 4 <= n; tt += 4) {
+            const float* k0 = keys + (size_t)tt * kv_dim;
+            const float* k1 = k0 + kv_dim;
+            const float* k2 = k1 + kv_dim;
+            const float* k3 = k2 + kv_dim;
+            v4f acc = {0.0f, 0.0f, 0.0f, 0.0f}; /* lane r: the score of key tt + r */
+            for (int i = 0; i < head_size; i += 4) {
+                v4f a = load4(k0 + i), b = load4(k1 + i), c = load4(k2 + i), d = load4(k3 + i);
+                v4f ab_lo = __builtin_shufflevector(a, b, 0, 4, 1, 5); /* a0 b0 a1 b1 */
+                v4f ab_hi = __builtin_shufflevector(a, b, 2, 6, 3, 7); /* a2 b2 a3 b3 */
+                v4f cd_lo = __builtin_shufflevector(c, d, 0, 4, 1, 5);
+                v4f cd_hi = __builtin_shufflevector(c, d, 2, 6, 3, 7);
+                acc = acc + __builtin_shufflevector(ab_lo, cd_lo, 0, 1, 4, 5) *
+                                (v4f){q[i], q[i], q[i], q[i]}; /* element i of the 4 keys */
+                acc = acc + __builtin_shufflevector(ab_lo, cd_lo, 2, 3, 6, 7) *
+                                (v4f){q[i + 1], q[i + 1], q[i + 1], q[i + 1]};
+                acc = acc + __builtin_shufflevector(ab_hi, cd_hi, 0, 1, 4, 5) *
+                                (v4f){q[i + 2], q[i + 2], q[i + 2], q[i + 2]};
+                acc = acc + __builtin_shufflevector(ab_hi, cd_hi, 2, 3, 6, 7) *
+                                (v4f){q[i + 3], q[i + 3], q[i + 3], q[i + 3]};
+            }
+            acc = acc / (v4f){scale, scale, scale, scale};
+            memcpy(att + tt, &acc, sizeof(acc));
+        }
+    }
+    for (; tt < n; tt++) { /* the keys left over */
+        const float* k = keys + (size_t)tt * kv_dim;
+        float score = 0.0f;
+        for (int i = 0; i < head_size; i++) score += q[i] * k[i];
+        att[tt] = score / scale;
+    }
+}
+
 /* Multi-head attention of the current position over positions 0..pos, heads split by thread. */
 static void attention_job(void* arg, int t, int n_threads) {
     AttentionJob* job = arg;
@@ -774,20 +873,21 @@ static void attention_job(void* arg, int t, int n_threads) {
         const float* q = s->q + h * head_size;
         float* att = s->att + (size_t)h * p->seq_len;
         size_t kv_off = (size_t)(h / kv_mul) * head_size;
-        for (int tt = 0; tt <= pos; tt++) {
-            const float* k = s->key_cache + loff + (size_t)tt * kv_dim + kv_off;
-            float score = 0.0f;
-            for (int i = 0; i < head_size; i++) score += q[i] * k[i];
-            score /= sqrtf(head_size);
-            att[tt] = score;
-        }
+        const float* keys = s->key_cache + loff + kv_off; /* key tt at keys + tt * kv_dim */
+        attention_scores(att, q, keys, kv_dim, head_size, pos + 1);
         softmax(att, pos + 1);
         float* xb = s->xb + h * head_size;
         memset(xb, 0, head_size * sizeof(float));
+        int i4 = L2C_SIMD ? head_size & ~3 : 0;
         for (int tt = 0; tt <= pos; tt++) {
             const float* v = s->value_cache + loff + (size_t)tt * kv_dim + kv_off;
             float a = att[tt];
-            for (int i = 0; i < head_size; i++) xb[i] += a * v[i];
+            v4f av = {a, a, a, a};
+            for (int i = 0; i < i4; i += 4) { /* lanes are separate sums: the order is run.c's */
+                v4f sum = load4(xb + i) + av * load4(v + i);
+                memcpy(xb + i, &sum, sizeof(sum));
+            }
+            for (int i = i4; i < head_size; i++) xb[i] += a * v[i];
         }
     }
 }
@@ -798,6 +898,13 @@ static void embed(Engine* e, float* x, int token) {
     int dim = e->config.dim;
     size_t row = (size_t)token * dim;
     if (m->f) {
+#ifdef L2C_INTERLEAVED
+        if (e->layout.shared) { /* the classifier's rows, interleaved for the matmul */
+            for (int j = 0; j < dim; j++)
+                x[j] = interleaved_at(m->f, e->config.vocab_size, dim, token, j);
+            return;
+        }
+#endif
         memcpy(x, m->f + row, dim * sizeof(float));
         return;
     }
@@ -906,11 +1013,38 @@ L2C_API int l2c_check(const unsigned char* data, size_t size, int* config7) {
     return rc;
 }
 
+L2C_API void l2c_free(Engine* e);
+
+#ifdef L2C_INTERLEAVED
+/* Rewrites every fp32 matrix the matmul reads into the interleaved layout, in place. */
+static int interleave_weights(Engine* e) {
+    if (e->layout.format != FORMAT_FP32) return L2C_OK;
+    const Config* c = &e->config;
+    int kv_dim = c->dim * c->n_kv_heads / c->n_heads;
+    int widest = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
+    float* tmp = malloc((size_t)4 * widest * sizeof(float));
+    if (!tmp) return fail(L2C_ERR_NOMEM, "out of memory");
+    const Weights* w = &e->weights;
+    for (int l = 0; l < c->n_layers; l++) {
+        struct { const Matrix* m; int d, n; } all[7] = {
+            {&w->wq[l], c->dim, c->dim}, {&w->wk[l], kv_dim, c->dim}, {&w->wv[l], kv_dim, c->dim},
+            {&w->wo[l], c->dim, c->dim}, {&w->w1[l], c->hidden_dim, c->dim},
+            {&w->w2[l], c->dim, c->hidden_dim}, {&w->w3[l], c->hidden_dim, c->dim}};
+        for (int i = 0; i < 7; i++) interleave_rows((float*)all[i].m->f, all[i].d, all[i].n, tmp);
+    }
+    interleave_rows((float*)w->wcls.f, c->vocab_size, c->dim, tmp);
+    free(tmp);
+    return L2C_OK;
+}
+#endif
+
 /*
  * Loads a checkpoint from bytes the caller owns and keeps alive until l2c_free.
- * Returns an engine, or NULL with l2c_last_error() set.
+ * The engine takes the buffer over: for fp32 models it rearranges the weight matrices in place into
+ * the layout its kernel reads (section 4), so the bytes are no longer a checkpoint file afterwards.
+ * Returns an engine, or NULL with l2c_last_error() set (the buffer is then untouched).
  */
-L2C_API Engine* l2c_load(const unsigned char* data, size_t size) {
+L2C_API Engine* l2c_load(unsigned char* data, size_t size) {
     Layout l;
     if (check_layout(data, size, &l) != L2C_OK) return NULL;
     if (((uintptr_t)data) % sizeof(float) != 0) {
@@ -936,6 +1070,12 @@ L2C_API Engine* l2c_load(const unsigned char* data, size_t size) {
         free(e);
         return NULL;
     }
+#ifdef L2C_INTERLEAVED
+    if (interleave_weights(e) != L2C_OK) {
+        l2c_free(e);
+        return NULL;
+    }
+#endif
     return e;
 }
 

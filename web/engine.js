@@ -47,12 +47,24 @@ export class Engine {
     this.m.HEAPU8.set(chunk, this.data + offset); // HEAPU8 is re-read: memory may have grown
   }
 
-  /** A copy of `length` checkpoint bytes from `offset` (for the model cache). */
+  /** A copy of `length` checkpoint bytes from `offset` (for the model cache: call it before
+   *  load(), which rearranges fp32 weights in place for the engine's kernel). */
   read(offset, length) {
     return this.m.HEAPU8.slice(this.data + offset, this.data + offset + length);
   }
 
-  /** Validates and loads the checkpoint written so far. Throws with the engine's message. */
+  /** Validates the checkpoint written so far without loading it. Throws with the engine's
+   *  message for a truncated or corrupt checkpoint. */
+  check() {
+    if (this.m._l2c_check(this.data, this.size, 0) !== 0) {
+      const message = this.lastError();
+      this.free();
+      throw new EngineError(message);
+    }
+  }
+
+  /** Validates and loads the checkpoint written so far. Throws with the engine's message. From
+   *  here on the buffer is the engine's: its fp32 matrices are rearranged in place. */
   load() {
     this.handle = this.m._l2c_load(this.data, this.size);
     if (!this.handle) {

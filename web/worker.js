@@ -211,16 +211,17 @@ async function createModel(client, modelSource, tokenizerSource) {
       engine.allocate(size);
       return true;
     }, (offset, chunk) => engine.write(offset, chunk));
-    engine.load(); // throws the engine's message for a truncated or corrupt checkpoint
+    engine.check(); // throws the engine's message for a truncated or corrupt checkpoint
     let tokenizerBytes = null;
     const tokenizer = await download(tokenizerSource, 'tokenizer', client, (size) => {
       tokenizerBytes = new Uint8Array(size);
       return true;
     }, (offset, chunk) => tokenizerBytes.set(chunk, offset));
     let cache = model.cache;
-    if (model.cache === 'stored') {
+    if (model.cache === 'stored') { // before load(), which rearranges the weights in place
       cache = await remember(modelSource, model.bytes, (offset, length) => engine.read(offset, length));
     }
+    engine.load();
     if (tokenizer.cache === 'stored') {
       await remember(tokenizerSource, tokenizerBytes.length,
         (offset, length) => tokenizerBytes.slice(offset, offset + length));

@@ -95,7 +95,11 @@ class NativeModel:
                  threads: int | None = None):
         self._lib = lib = load_library()
         self.name = name
-        # Keep the bytes alive for the engine's lifetime; the engine reads the weights in place.
+        # The engine takes the buffer over: it rearranges fp32 weights in place for its kernel and
+        # reads them there until close(). An mmap from open() is private (copy on write), so the
+        # file is never touched; other bytes are copied once, so the caller's object is not either.
+        if not isinstance(data, mmap.mmap):
+            data = bytearray(data)
         self._data = data
         self._array = np.frombuffer(data, dtype=np.uint8) if len(data) else np.zeros(0, np.uint8)
         address = self._array.ctypes.data if len(data) else None
@@ -121,7 +125,7 @@ class NativeModel:
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else b""
         except OSError as e:
             raise CheckpointError(f"cannot open model {path}: {e.strerror or e}") from None
         return cls(data, name=str(path), threads=threads)
