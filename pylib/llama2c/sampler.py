@@ -56,22 +56,27 @@ def softmax_terms(x: np.ndarray, expf: ExpF, work: dict[str, np.ndarray]
 
     run.c sums exp(x_i - max) in index order in float32. A term smaller than half an ulp of the
     running sum leaves it unchanged, to the bit; the running sum is at least every earlier term, so
-    a token whose exponent is NEGLIGIBLE below the largest one before it can be left out exactly.
+    a token whose logit is NEGLIGIBLE below the largest one before it can be left out exactly (the
+    rounding of x - max moves the comparison by ~1e-6, far inside the margin of NEGLIGIBLE).
     Its probability is then below LEFT_OUT_PROBABILITY: it can neither pass a top-p cutoff above
     that nor be where a cumulative sum first exceeds a coin. Returns (indices, exps, total).
+    Four passes over the vocabulary; the exps are computed for the kept tokens only.
     """
     n = len(x)
-    if work.get("shifted") is None or len(work["shifted"]) != n:
-        work.update(shifted=np.empty(n, np.float32), prefix=np.empty(n, np.float32),
+    if work.get("prefix") is None or len(work["prefix"]) != n:
+        work.update(prefix=np.empty(n, np.float32), threshold=np.empty(max(n - 1, 0), np.float32),
                     keep=np.empty(n, bool))
-    shifted, prefix, keep = work["shifted"], work["prefix"], work["keep"]
-    np.subtract(x, x.max(), out=shifted)
-    np.maximum.accumulate(shifted, out=prefix)  # prefix[i] = the largest exponent up to i
+    prefix, threshold, keep = work["prefix"], work["threshold"], work["keep"]
+    np.maximum.accumulate(x, out=prefix)  # prefix[i] = the largest logit up to i
+    top = prefix[-1]  # run.c's max_val
     keep[0] = True
-    np.greater_equal(shifted[1:], prefix[:-1] + NEGLIGIBLE, out=keep[1:])
-    keep[1:] |= prefix[:-1] < TINY  # while every earlier term is tiny, leave nothing out
+    np.add(prefix[:-1], NEGLIGIBLE, out=threshold)
+    np.greater_equal(x[1:], threshold, out=keep[1:])
+    # While every earlier term is tiny, leave nothing out. prefix never decreases, so that stretch
+    # is everything up to the first index where it reaches top + TINY.
+    keep[1:int(np.searchsorted(prefix, top + TINY)) + 1] = True
     indices = np.flatnonzero(keep)
-    kept = shifted[indices]
+    kept = np.subtract(x[indices], top)  # x - max_val in float32, as run.c
     exps = expf(kept, np.empty_like(kept))
     return indices, exps, np.cumsum(exps)[-1]
 
