@@ -29,7 +29,6 @@ const settings = Object.fromEntries(
   Object.entries(DEFAULTS).map(([key, value]) => [key, query.get(key) ?? value]));
 
 let worker = null;
-let runtimeReady = false;
 let modelReady = false;
 let generating = false;
 let stopFlag = null; // Int32Array on a SharedArrayBuffer, when the page is cross-origin isolated
@@ -109,8 +108,7 @@ function onWorkerMessage(event) {
       $('cache-status').textContent = 'Cache cleared: models will be downloaded again.';
       break;
     case 'runtime':
-      runtimeReady = true;
-      $('engine').textContent = m.engine;
+      if (!modelReady) $('engine').textContent = m.engine; // a loaded model's label says more
       break;
     case 'model':
       modelReady = true;

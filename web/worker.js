@@ -27,6 +27,8 @@ const MODEL_CACHE = 'llama2c-models-v1'; // Cache Storage: downloaded models and
 
 let pyodide = null; // the Python runtime
 let engineModule = null; // the WebAssembly module; each model is an Engine on it
+let runtimeReady = null; // a Promise, made by init: Pyodide with numpy and llama2c loaded
+let engineReady = null; // a Promise, made by init: engineModule instantiated
 let threaded = false;
 let threadsWanted = 0; // 0 = automatic
 const models = new Map(); // model URL + tokenizer URL -> Promise of {engine, session, ...}
@@ -52,7 +54,12 @@ function runtimeFiles(lock) {
   ].map(String);
 }
 
-async function init(options) {
+/**
+ * Starts the engine and the Python runtime without waiting for them, so that a model named in the
+ * next message downloads (or comes out of the cache) while Python starts: loading a model waits
+ * for the engine, and only its last step, the tokenizer, waits for Python.
+ */
+function init(options) {
   threadsWanted = Number(options.threads) || 0;
   // Threads need SharedArrayBuffer (a cross-origin isolated page) and pthread workers, which a
   // worker may only start from its own origin.
@@ -62,7 +69,16 @@ async function init(options) {
   const cores = navigator.hardwareConcurrency || 1;
   const wanted = threadsWanted || (cores > 2 ? cores : 1);
   threaded = self.crossOriginIsolated && sameOrigin && wanted > 1 && cores > 1;
+  engineReady = Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single)
+    .then((module) => { engineModule = module; });
+  runtimeReady = startPython();
+  Promise.all([engineReady, runtimeReady]).then(
+    () => post({ type: 'runtime', engine: engineLabel(1) }),
+    (e) => post({ type: 'error', during: 'init', message: String(e && e.message ? e.message : e) }));
+}
 
+/** Downloads the runtime's files with a progress bar, then starts Pyodide with the packages. */
+async function startPython() {
   const lock = await (await fetch(new URL('pyodide-lock.json', PYODIDE_URL))).json();
   if (!lock.packages.llama2c) throw new Error('pyodide-lock.json lists no llama2c package');
   // Start every download at once: their Content-Lengths give the total before any body is read.
@@ -82,8 +98,6 @@ async function init(options) {
   }
   pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
   await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
-  engineModule = await Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single);
-  post({ type: 'runtime', engine: engineLabel(1) });
 }
 
 function engineLabel(threads) {
@@ -205,6 +219,8 @@ function loadModel(client, model, tokenizer) {
 }
 
 async function createModel(client, modelSource, tokenizerSource) {
+  if (!engineReady) throw new Error('the worker was not initialised');
+  await engineReady;
   const engine = new Engine(engineModule);
   try {
     const model = await download(modelSource, 'model', client, (size) => {
@@ -227,6 +243,9 @@ async function createModel(client, modelSource, tokenizerSource) {
         (offset, length) => tokenizerBytes.slice(offset, offset + length));
     }
     const threads = threaded ? engine.setThreads(threadsWanted) : 1;
+    await runtimeReady.catch((e) => { // not the model's fault: keep its cached bytes
+      throw Object.assign(e instanceof Error ? e : new Error(String(e)), { runtime: true });
+    });
     const browser = pyodide.pyimport('llama2c.browser');
     let session;
     try {
@@ -250,6 +269,7 @@ async function createModel(client, modelSource, tokenizerSource) {
     };
   } catch (e) {
     engine.free();
+    if (e && e.runtime) throw e;
     const store = await openCache(); // never reuse bytes that failed to load: fetch them again
     const urls = [modelSource, tokenizerSource].filter((s) => typeof s === 'string');
     if (store) await Promise.all(urls.map((url) => store.delete(url).catch(() => false)));
@@ -339,7 +359,7 @@ self.onmessage = (event) => {
   }
   queue = queue.then(async () => {
     try {
-      if (message.type === 'init') await init(message);
+      if (message.type === 'init') init(message);
       else if (message.type === 'load') await load(message.client, message.model, message.tokenizer);
       else if (message.type === 'generate') {
         await generate(message.client, message.params, message.stopFlag);

@@ -466,7 +466,9 @@ def test_local_model_files(page, console, dev_server):
     assert click_and_wait(page, "#load", "ready") == "ready"
     assert page.locator("#error").is_hidden()
     assert "vocab 512" in page.locator("#model-info").text_content()
-    assert requests == [], f"local files must not be downloaded: {requests}"
+    # The runtime may still be starting (a model loads while Python starts): leave its files out.
+    downloads = [url for url in requests if "/pyodide/" not in url and "/engine/" not in url]
+    assert downloads == [], f"local files must not be downloaded: {downloads}"
 
     page.locator("#prompt").fill("Once upon a time")
     page.locator("#temperature").fill("0")
