@@ -31,6 +31,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -580,12 +581,14 @@ static void matmul_rows_q8(float* out, const QuantizedVector* x, const Matrix* w
 }
 
 /* ---------------------------------------------------------------------------------------------
- * 5. Threads: a small pool that splits each matmul's rows (and attention's heads) between threads.
+ * 5. Threads: a small pool that shares each matmul's rows (and attention's heads) between threads.
  *
- * Each thread computes whole rows, so results stay bit-identical whatever the thread count.
- * Workers spin briefly for the next job (a token runs dozens of jobs back to back), then sleep on
- * a condition variable, so nothing burns the CPU between tokens. Builds without pthreads (the
- * single-thread WebAssembly build) compile this down to a plain loop.
+ * A job is a list of chunks (blocks of rows, or heads) that every thread takes from a shared counter
+ * until none are left, so a thread the system delays (in a browser, the page's own threads share
+ * the cores) holds the others up by one chunk at most. Each chunk is whole rows, so results stay
+ * bit-identical whatever the thread count. Workers poll briefly for the next job (a token runs
+ * dozens of jobs back to back), then sleep on a condition variable, so nothing burns the CPU between
+ * tokens. Builds without pthreads (the single-thread WebAssembly build) run each job in the caller.
  */
 
 #if defined(__EMSCRIPTEN__) && !defined(__EMSCRIPTEN_PTHREADS__)
@@ -594,19 +597,18 @@ static void matmul_rows_q8(float* out, const QuantizedVector* x, const Matrix* w
 
 #define MAX_THREADS 16
 
-typedef void (*JobFn)(void* job, int thread, int n_threads);
+typedef void (*JobFn)(void* job);
 
 #ifdef L2C_NO_THREADS
 
 static int g_threads = 1;
-static void run_job(JobFn fn, void* job) { fn(job, 0, 1); }
+static void run_job(JobFn fn, void* job) { fn(job); }
 static int set_pool_threads(int n) { (void)n; return 1; }
 static int hardware_threads(void) { return 1; }
 
 #else
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <unistd.h>
 #ifdef __EMSCRIPTEN__
 #include <emscripten/threading.h>
@@ -616,10 +618,12 @@ static int hardware_threads(void) { return 1; }
 
 /*
  * How long a thread polls before it sleeps. Jobs follow each other within microseconds during a
- * token, and waking a sleeping thread costs tens of microseconds, so threads poll through the gaps
- * between jobs; between tokens (the sampler runs) they go to sleep and burn nothing.
+ * token, so a short poll catches the next one; between tokens (the sampler runs) threads sleep and
+ * burn nothing. Polling longer does not pay: when the threads share the cores with other work (a
+ * browser's own threads), a thread polling for a job's last chunk keeps the thread computing it
+ * off the CPU (measured in Chromium on 2 cores: 10 us polls ran 2 threads twice as fast as 200 us).
  */
-#define SPIN_MICROSECONDS 200.0
+#define SPIN_MICROSECONDS 10.0
 
 static double now_microseconds(void) {
 #ifdef __EMSCRIPTEN__
@@ -672,11 +676,10 @@ static Pool g_pool = {.mutex = PTHREAD_MUTEX_INITIALIZER,
                       .idle = PTHREAD_COND_INITIALIZER};
 static int g_threads = 1; /* threads per job, the caller included */
 
-typedef struct { int index; int generation; } WorkerArg; /* generation: the last job before it */
+typedef struct { int generation; } WorkerArg; /* the last job before the worker started */
 static WorkerArg g_worker_args[MAX_THREADS];
 
 static void* worker_main(void* arg) {
-    int index = ((WorkerArg*)arg)->index; /* 1..n_workers; the caller is thread 0 */
     int seen = ((WorkerArg*)arg)->generation; /* not a fresh read: a job may already be posted */
     for (;;) {
         int gen = spin(&g_pool.generation, seen, 1); /* while no new job */
@@ -689,7 +692,7 @@ static void* worker_main(void* arg) {
         }
         if (atomic_load(&g_pool.stop)) return NULL;
         seen = gen;
-        g_pool.fn(g_pool.job, index, g_threads);
+        g_pool.fn(g_pool.job);
         if (atomic_fetch_sub(&g_pool.pending, 1) == 1) {
             pthread_mutex_lock(&g_pool.mutex);
             pthread_cond_signal(&g_pool.idle);
@@ -698,10 +701,10 @@ static void* worker_main(void* arg) {
     }
 }
 
-/* Runs fn(job, t, g_threads) on every thread t and returns when all are done. */
+/* Runs fn(job) on every thread and returns when all are done. */
 static void run_job(JobFn fn, void* job) {
     if (g_threads == 1) {
-        fn(job, 0, 1);
+        fn(job);
         return;
     }
     g_pool.fn = fn;
@@ -711,7 +714,7 @@ static void run_job(JobFn fn, void* job) {
     atomic_fetch_add(&g_pool.generation, 1);
     pthread_cond_broadcast(&g_pool.wake);
     pthread_mutex_unlock(&g_pool.mutex);
-    fn(job, 0, g_threads);
+    fn(job);
     spin(&g_pool.pending, 0, 0); /* while workers are still on the job */
     if (atomic_load(&g_pool.pending) > 0) {
         pthread_mutex_lock(&g_pool.mutex);
@@ -739,7 +742,6 @@ static int set_pool_threads(int n) {
     if (n == g_threads) return n;
     stop_pool();
     for (int i = 0; i < n - 1; i++) {
-        g_worker_args[i].index = i + 1;
         g_worker_args[i].generation = atomic_load(&g_pool.generation);
         if (pthread_create(&g_pool.threads[i], NULL, worker_main, &g_worker_args[i]) != 0) break;
         g_pool.n_workers = i + 1;
@@ -759,12 +761,20 @@ static int hardware_threads(void) {
 
 #endif /* L2C_NO_THREADS */
 
-/* The share [*begin, *end) of n items that thread t of n_threads computes (multiples of 4). */
-static void thread_share(int n, int t, int n_threads, int* begin, int* end) {
-    int chunk = ((n + n_threads - 1) / n_threads + 3) & ~3;
-    *begin = t * chunk < n ? t * chunk : n;
-    *end = *begin + chunk < n ? *begin + chunk : n;
+/* A job's chunks, numbered 0..count-1, taken one at a time by whichever thread is free. */
+typedef struct {
+    atomic_int next;
+    int count;
+} WorkList;
+
+/* The next chunk for this thread, or -1 when all are taken. */
+static inline int take_chunk(WorkList* work) {
+    int chunk = atomic_fetch_add_explicit(&work->next, 1, memory_order_relaxed);
+    return chunk < work->count ? chunk : -1;
 }
+
+#define CHUNKS_PER_THREAD 8 /* enough to even out a delayed thread, few enough to cost nothing */
+#define MIN_CHUNK_ROWS 16
 
 /* Up to three matmuls with the same input, run as one job: W_i (d_i, n) @ x (n,) -> out_i. */
 typedef struct {
@@ -773,15 +783,24 @@ typedef struct {
     const QuantizedVector* xq; /* the same input quantized, for int8 matrices */
     int n;
     int group_size;
-    struct { float* out; const Matrix* w; int d; } m[3];
+    struct {
+        float* out;
+        const Matrix* w;
+        int d;
+        int chunk_rows; /* rows per chunk, a multiple of 4 (the kernel's blocks) but the last */
+        int chunks;
+    } m[3];
+    WorkList work; /* the chunks of m[0], then those of m[1], then m[2] */
 } MatmulJob;
 
-static void matmul_job(void* arg, int t, int n_threads) {
+static void matmul_job(void* arg) {
     MatmulJob* job = arg;
-    for (int i = 0; i < job->count; i++) {
-        int begin, end;
-        thread_share(job->m[i].d, t, n_threads, &begin, &end);
-        if (begin >= end) continue;
+    for (int chunk; (chunk = take_chunk(&job->work)) >= 0;) {
+        int i = 0;
+        while (chunk >= job->m[i].chunks) chunk -= job->m[i++].chunks;
+        int begin = chunk * job->m[i].chunk_rows;
+        int end = begin + job->m[i].chunk_rows < job->m[i].d ? begin + job->m[i].chunk_rows
+                                                               : job->m[i].d;
         if (job->m[i].w->f) {
             matmul_rows(job->m[i].out, job->x, job->m[i].w->f, job->n, begin, end);
         } else {
@@ -798,6 +817,18 @@ static void run_matmuls(Engine* e, MatmulJob* job) {
         job->xq = &e->state.xq;
         job->group_size = e->layout.group_size;
     }
+    int total = 0;
+    for (int i = 0; i < job->count; i++) {
+        int d = job->m[i].d;
+        int rows = (d + CHUNKS_PER_THREAD * g_threads - 1) / (CHUNKS_PER_THREAD * g_threads);
+        rows = rows < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : (rows + 7) & ~7; /* whole pairs of blocks */
+        if (g_threads == 1) rows = d; /* one thread: one chunk, nothing to share */
+        job->m[i].chunk_rows = rows;
+        job->m[i].chunks = (d + rows - 1) / rows;
+        total += job->m[i].chunks;
+    }
+    atomic_init(&job->work.next, 0);
+    job->work.count = total;
     run_job(matmul_job, job);
 }
 
@@ -814,6 +845,7 @@ typedef struct {
     Engine* e;
     int layer;
     int pos;
+    WorkList heads; /* one chunk per query head */
 } AttentionJob;
 
 /*
@@ -859,8 +891,8 @@ static void attention_scores(float* att, const float* q, const float* keys, int 
     }
 }
 
-/* Multi-head attention of the current position over positions 0..pos, heads split by thread. */
-static void attention_job(void* arg, int t, int n_threads) {
+/* Multi-head attention of the current position over positions 0..pos, heads shared by threads. */
+static void attention_job(void* arg) {
     AttentionJob* job = arg;
     const Config* p = &job->e->config;
     RunState* s = &job->e->state;
@@ -869,7 +901,7 @@ static void attention_job(void* arg, int t, int n_threads) {
     int kv_dim = p->dim * p->n_kv_heads / p->n_heads;
     int kv_mul = p->n_heads / p->n_kv_heads; /* query heads per key/value head */
     size_t loff = (size_t)job->layer * p->seq_len * kv_dim;
-    for (int h = t; h < p->n_heads; h += n_threads) {
+    for (int h; (h = take_chunk(&job->heads)) >= 0;) {
         const float* q = s->q + h * head_size;
         float* att = s->att + (size_t)h * p->seq_len;
         size_t kv_off = (size_t)(h / kv_mul) * head_size;
@@ -952,7 +984,7 @@ static float* forward(Engine* e, int token, int pos) {
             }
         }
 
-        AttentionJob attention = {e, l, pos};
+        AttentionJob attention = {.e = e, .layer = l, .pos = pos, .heads = {.count = p->n_heads}};
         run_job(attention_job, &attention);
         matmul(e, s->xb2, s->xb, &w->wo[l], dim, dim);
         for (int i = 0; i < dim; i++) x[i] += s->xb2[i];

@@ -126,15 +126,17 @@ function onWorkerMessage(event) {
       $('seed-used').textContent = m.seed;
       break;
     case 'piece':
-      $('output').append(m.text); // a text node: model output is never parsed as HTML
+      showText(m.text);
       break;
     case 'done':
+      flushText();
       generating = false;
       $('tokps').textContent = m.report.tokps ? m.report.tokps.toFixed(1) : '–';
       document.body.dataset.report = JSON.stringify(m.report);
       setState('done');
       break;
     case 'error':
+      flushText();
       generating = false;
       autostarted = true; // autostart is for the link's own model, not for a later Load
       if (m.during === 'load') modelReady = false;
@@ -143,6 +145,20 @@ function onWorkerMessage(event) {
   }
 }
 let autostarted = false;
+
+// Story text arrives a token at a time; the page shows it once per frame, so that a fast model does
+// not keep the page's thread (and the core the engine could use) busy with layout.
+let pendingText = '';
+
+function showText(text) {
+  if (!pendingText) requestAnimationFrame(flushText);
+  pendingText += text;
+}
+
+function flushText() {
+  if (pendingText) $('output').append(pendingText); // a text node: never parsed as HTML
+  pendingText = '';
+}
 
 // -- actions --------------------------------------------------------------------------------
 
@@ -184,6 +200,7 @@ function startGeneration() {
   if (!modelReady || generating) return;
   clearError();
   generating = true;
+  pendingText = '';
   $('output').textContent = '';
   $('tokps').textContent = '–';
   const seed = /^\s*(random)?\s*$/i.test(settings.seed) ? randomSeed() : settings.seed;

@@ -93,6 +93,7 @@ export class Llama2cStory extends HTMLElement {
     this.client = `widget-${nextClient++}`;
     this.state = 'loading';
     this._pieces = [];
+    this._pendingText = ''; // story text waiting for the next frame
     this._ready = false;
     this._stopFlag = null;
     const root = this.attachShadow({ mode: 'open' });
@@ -146,6 +147,7 @@ export class Llama2cStory extends HTMLElement {
   generate() {
     if (!this._ready || this.state === 'generating') return Promise.resolve(this.text);
     this._pieces = [];
+    this._pendingText = '';
     this.$story.textContent = '';
     this.$error.hidden = true;
     this._stopFlag = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
@@ -196,15 +198,17 @@ export class Llama2cStory extends HTMLElement {
         break;
       case 'piece':
         this._pieces.push(m.text);
-        this.$story.append(m.text); // a text node: model output is never parsed as HTML
+        this._showText(m.text);
         this._emit('token', { text: m.text });
         break;
       case 'done':
+        this._flushText();
         this.$status.textContent = m.report.tokps ? `${m.report.tokps.toFixed(1)} tok/s` : '';
         this._setState('done');
         this._emit('done', { text: this.text, report: m.report });
         break;
       case 'error':
+        this._flushText();
         this.$error.textContent = m.message;
         this.$error.hidden = false;
         this.$progress.hidden = true;
@@ -213,6 +217,17 @@ export class Llama2cStory extends HTMLElement {
         this._emit('error', { message: m.message });
         break;
     }
+  }
+
+  /** Shows story text once per frame: a fast model must not keep the page's thread busy. */
+  _showText(text) {
+    if (!this._pendingText) requestAnimationFrame(() => this._flushText());
+    this._pendingText += text;
+  }
+
+  _flushText() {
+    if (this._pendingText) this.$story.append(this._pendingText); // text, never parsed as HTML
+    this._pendingText = '';
   }
 
   _setState(state) {
