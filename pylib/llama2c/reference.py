@@ -33,23 +33,38 @@ def rope(vec: np.ndarray, pos: int, head_size: int) -> np.ndarray:
 class ReferenceModel:
     """Implements `backend.Backend` in numpy, from the weights of `checkpoint.read_weights`."""
 
-    def __init__(self, config: Config, weights: dict[str, np.ndarray]):
+    def __init__(self, config: Config, weights: dict[str, np.ndarray],
+                 quantize_group: int | None = None):
+        """quantize_group: compute as llama2.c's runq.c does for an int8 (Q8_0) checkpoint, whose
+        weights `weights` then holds dequantized: every matmul input is first quantized to int8
+        in groups of this many values (max |x| of a group -> 127, rounding half away from zero)."""
         self.config = config
+        self.quantize_group = quantize_group
         self.w = {name: np.asarray(t, np.float64) for name, t in weights.items()}
         c = config
         self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim))  # (layer, pos, kv_dim)
         self.value_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim))
 
+    def matmul(self, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """w (d, n) @ x (n,), with x quantized first for an int8 model."""
+        if self.quantize_group:
+            groups = x.astype(np.float32).reshape(-1, self.quantize_group)
+            scale = np.abs(groups).max(axis=1, keepdims=True) / np.float32(127.0)
+            ratio = np.divide(groups, scale, out=np.zeros_like(groups), where=scale > 0)
+            q = np.sign(ratio) * np.floor(np.abs(ratio) + np.float32(0.5))  # C's roundf
+            x = (q * scale).reshape(-1).astype(np.float64)
+        return w @ x
+
     def forward(self, token: int, pos: int) -> np.ndarray:
-        c, w = self.config, self.w
+        c, w, mm = self.config, self.w, self.matmul
         hs = c.head_size
         kv_mul = c.n_heads // c.n_kv_heads
         x = w["token_embedding"][token].copy()  # (dim,)
         for l in range(c.n_layers):
             xb = rmsnorm(x, w["rms_att"][l])
-            q = rope(w["wq"][l] @ xb, pos, hs)  # (dim,)
-            self.key_cache[l, pos] = rope(w["wk"][l] @ xb, pos, hs)  # (kv_dim,)
-            self.value_cache[l, pos] = w["wv"][l] @ xb
+            q = rope(mm(w["wq"][l], xb), pos, hs)  # (dim,)
+            self.key_cache[l, pos] = rope(mm(w["wk"][l], xb), pos, hs)  # (kv_dim,)
+            self.value_cache[l, pos] = mm(w["wv"][l], xb)
             heads = []
             for h in range(c.n_heads):
                 kv = slice((h // kv_mul) * hs, (h // kv_mul + 1) * hs)
@@ -57,12 +72,12 @@ class ReferenceModel:
                 values = self.value_cache[l, : pos + 1, kv]
                 att = softmax(keys @ q[h * hs:(h + 1) * hs] / np.sqrt(hs))  # (pos+1,)
                 heads.append(att @ values)  # (head_size,)
-            x = x + w["wo"][l] @ np.concatenate(heads)
+            x = x + mm(w["wo"][l], np.concatenate(heads))
             xb = rmsnorm(x, w["rms_ffn"][l])
-            h1, h3 = w["w1"][l] @ xb, w["w3"][l] @ xb  # (hidden_dim,)
-            x = x + w["w2"][l] @ (h1 / (1.0 + np.exp(-h1)) * h3)
+            h1, h3 = mm(w["w1"][l], xb), mm(w["w3"][l], xb)  # (hidden_dim,)
+            x = x + mm(w["w2"][l], h1 / (1.0 + np.exp(-h1)) * h3)
         x = rmsnorm(x, w["rms_final"])
-        return (w["wcls"] @ x).astype(np.float32)  # (vocab_size,)
+        return mm(w["wcls"], x).astype(np.float32)  # (vocab_size,)
 
     def expf(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         return rounded_expf(x, out)
