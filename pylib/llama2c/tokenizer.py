@@ -52,16 +52,16 @@ class Tokenizer:
     """Encodes text to token ids and decodes ids to bytes, exactly like llama2.c's run.c."""
 
     def __init__(self, pieces: list[bytes], scores: np.ndarray, max_token_length: int):
-        self.pieces = [_c_string(p) for p in pieces]
+        self.pieces = [p if b"\0" not in p else _c_string(p) for p in pieces]
         self.scores = np.asarray(scores, dtype=np.float32)
-        self.vocab_size = len(pieces)
+        self.vocab_size = n = len(pieces)
         self.max_token_length = max_token_length
-        self._ids: dict[bytes, int] = {}
-        for i, piece in enumerate(self.pieces):
-            self._ids.setdefault(piece, i)
-        # decode() tables: [piece after any token, piece after BOS (leading space stripped)]
-        self._after_other = [_decoded(p) for p in self.pieces]
-        self._after_bos = [_decoded(p[1:] if p[:1] == b" " else p) for p in self.pieces]
+        # piece -> id; a piece that repeats maps to its lowest id (the reversed zip writes it last)
+        self._ids: dict[bytes, int] = dict(zip(reversed(self.pieces), range(n - 1, -1, -1)))
+        # decode() results, filled in as tokens are first decoded (the page starts sooner):
+        # [piece after any token], [piece after BOS (leading space stripped)]
+        self._after_other: list[bytes | None] = [None] * n
+        self._after_bos: list[bytes | None] = [None] * n
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -85,25 +85,26 @@ class Tokenizer:
         if not 0 < max_token_length <= MAX_PIECE_BYTES:
             raise TokenizerError(f"{name}: bad max_token_length {max_token_length}")
         pieces: list[bytes] = []
-        scores = np.empty(vocab_size, np.float32)
-        offset = 4
+        scores: list[float] = []
+        entry = struct.Struct("<fi").unpack_from  # (score, length) before each piece
+        offset, size = 4, len(data)
         for i in range(vocab_size):
-            if offset + 8 > len(data):
+            if offset + 8 > size:
                 raise TokenizerError(
                     f"{name} holds {i} tokens but the model's vocab_size is {vocab_size}: "
                     "this tokenizer does not fit the model")
-            score, length = struct.unpack_from("<fi", data, offset)
+            score, length = entry(data, offset)
             offset += 8
-            if not 0 <= length <= max_token_length or offset + length > len(data):
+            if not 0 <= length <= max_token_length or offset + length > size:
                 raise TokenizerError(f"{name}: token {i} has a bad length {length}")
-            scores[i] = score
+            scores.append(score)
             pieces.append(data[offset:offset + length])
             offset += length
         if offset != len(data):
             raise TokenizerError(
                 f"{name} has {len(data) - offset} bytes after token {vocab_size - 1}: it holds more "
                 f"tokens than the model's vocab_size {vocab_size}, so it does not fit the model")
-        return cls(pieces, scores, max_token_length)
+        return cls(pieces, np.array(scores, np.float32), max_token_length)
 
     # -- encoding -----------------------------------------------------------------------------
 
@@ -175,7 +176,13 @@ class Tokenizer:
     def decode(self, prev_token: int, token: int) -> bytes:
         """The bytes run.c prints for `token` following `prev_token` (decode() + safe_printf)."""
         table = self._after_bos if prev_token == BOS else self._after_other
-        return table[token]
+        piece = table[token]
+        if piece is None:
+            piece = self.pieces[token]
+            if prev_token == BOS and piece[:1] == b" ":
+                piece = piece[1:]
+            piece = table[token] = _decoded(piece)
+        return piece
 
 
 class TextStream:
