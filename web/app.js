@@ -146,18 +146,20 @@ function onWorkerMessage(event) {
 }
 let autostarted = false;
 
-// Story text arrives a token at a time; the page shows it once per frame, so that a fast model does
-// not keep the page's thread (and the core the engine could use) busy with layout.
-let pendingText = '';
+// Story text arrives a token at a time; the page adds it once per frame (a text node per piece),
+// so that a fast model does not keep the page's thread, and the core the engine could use, busy.
+let pendingText = [];
 
 function showText(text) {
-  if (!pendingText) requestAnimationFrame(flushText);
-  pendingText += text;
+  if (!pendingText.length) requestAnimationFrame(flushText);
+  pendingText.push(text);
 }
 
 function flushText() {
-  if (pendingText) $('output').append(pendingText); // a text node: never parsed as HTML
-  pendingText = '';
+  const nodes = document.createDocumentFragment();
+  for (const text of pendingText) nodes.append(text); // text nodes: never parsed as HTML
+  $('output').append(nodes);
+  pendingText = [];
 }
 
 // -- actions --------------------------------------------------------------------------------
@@ -200,7 +202,7 @@ function startGeneration() {
   if (!modelReady || generating) return;
   clearError();
   generating = true;
-  pendingText = '';
+  pendingText = [];
   $('output').textContent = '';
   $('tokps').textContent = '–';
   const seed = /^\s*(random)?\s*$/i.test(settings.seed) ? randomSeed() : settings.seed;

@@ -93,7 +93,7 @@ export class Llama2cStory extends HTMLElement {
     this.client = `widget-${nextClient++}`;
     this.state = 'loading';
     this._pieces = [];
-    this._pendingText = ''; // story text waiting for the next frame
+    this._pendingText = []; // pieces of story text waiting for the next frame
     this._ready = false;
     this._stopFlag = null;
     const root = this.attachShadow({ mode: 'open' });
@@ -147,7 +147,7 @@ export class Llama2cStory extends HTMLElement {
   generate() {
     if (!this._ready || this.state === 'generating') return Promise.resolve(this.text);
     this._pieces = [];
-    this._pendingText = '';
+    this._pendingText = [];
     this.$story.textContent = '';
     this.$error.hidden = true;
     this._stopFlag = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
@@ -219,15 +219,17 @@ export class Llama2cStory extends HTMLElement {
     }
   }
 
-  /** Shows story text once per frame: a fast model must not keep the page's thread busy. */
+  /** Adds story text once per frame: a fast model must not keep the page's thread busy. */
   _showText(text) {
-    if (!this._pendingText) requestAnimationFrame(() => this._flushText());
-    this._pendingText += text;
+    if (!this._pendingText.length) requestAnimationFrame(() => this._flushText());
+    this._pendingText.push(text);
   }
 
   _flushText() {
-    if (this._pendingText) this.$story.append(this._pendingText); // text, never parsed as HTML
-    this._pendingText = '';
+    const nodes = document.createDocumentFragment();
+    for (const text of this._pendingText) nodes.append(text); // text nodes: never parsed as HTML
+    this.$story.append(nodes);
+    this._pendingText = [];
   }
 
   _setState(state) {

@@ -77,12 +77,30 @@ function init(options) {
     (e) => post({ type: 'error', during: 'init', message: String(e && e.message ? e.message : e) }));
 }
 
-/** Downloads the runtime's files with a progress bar, then starts Pyodide with the packages. */
+/**
+ * Starts Pyodide with numpy and llama2c, and imports the package (numpy's import is most of that),
+ * so that a model's Session only has its tokenizer left to read. A download of the same files runs
+ * beside it for a progress bar in bytes (the browser's HTTP cache serves both from one download).
+ */
 async function startPython() {
   const lock = await (await fetch(new URL('pyodide-lock.json', PYODIDE_URL))).json();
   if (!lock.packages.llama2c) throw new Error('pyodide-lock.json lists no llama2c package');
+  const progress = showRuntimeProgress(runtimeFiles(lock));
+  try {
+    pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
+    await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
+    pyodide.pyimport('llama2c.browser');
+  } catch (e) {
+    await progress; // a failed download explains the failure better ("HTTP 404")
+    throw e;
+  }
+  await progress;
+}
+
+/** Reads `files` once, posting progress as bytes arrive. Throws for an HTTP error. */
+async function showRuntimeProgress(files) {
   // Start every download at once: their Content-Lengths give the total before any body is read.
-  const responses = await Promise.all(runtimeFiles(lock).map((file) => fetch(file)));
+  const responses = await Promise.all(files.map((file) => fetch(file)));
   const failed = responses.find((response) => !response.ok);
   if (failed) throw new Error(`could not load ${failed.url}: HTTP ${failed.status}`);
   const total = responses.reduce((sum, r) => sum + (Number(r.headers.get('Content-Length')) || 0), 0);
@@ -96,8 +114,6 @@ async function startPython() {
       post({ type: 'progress', what: 'runtime', loaded, total });
     }
   }
-  pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
-  await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
 }
 
 function engineLabel(threads) {
