@@ -160,3 +160,17 @@ def test_header_parsing_agrees_with_checkpoint_module(make_model):
         data = path.read_bytes()
         with NativeModel(data) as native:
             assert native.config == read_config(data) == config
+
+
+@pytest.mark.parametrize("name", ["stories15M", "gqa_unshared_odd_hidden", "odd_hidden_one_kv_head"])
+def test_threads_give_the_same_logits_to_the_bit(make_model, stories15m_shaped, name):
+    """Threads share rows in chunks (tails and odd sizes included): every row is still computed
+    whole, in order, by one thread, so 2 and 3 threads give exactly the 1-thread logits."""
+    path = stories15m_shaped if name == "stories15M" else make_model(SHAPES_UNDER_TEST[name][0])
+    runs = {}
+    for threads in (1, 2, 3):
+        with NativeModel.open(path, threads=threads) as model:
+            assert model.threads == threads
+            tokens = list(np.random.default_rng(1).integers(0, model.config.vocab_size, 24))
+            runs[threads] = np.array([model.forward(t, pos).copy() for pos, t in enumerate(tokens)])
+    assert np.array_equal(runs[1], runs[2]) and np.array_equal(runs[1], runs[3])

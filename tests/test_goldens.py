@@ -49,8 +49,11 @@ def test_golden_set_is_complete(shared):
         assert hashlib.sha256(data).hexdigest() == case["stdout_sha256"]
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_cli_matches_golden(shared, name):
+def test_cli_matches_golden(shared, name, threads, monkeypatch):
+    """Every golden, on one thread and on two (stories260K alone would run on one)."""
+    monkeypatch.setenv("LLAMA2C_THREADS", threads)
     case = CASES[name]
     proc = run_cli("run", "stories260K.bin", "-z", "tok512.bin", *case["args"], cwd=MODELS)
     assert proc.returncode == 0, proc.stderr.decode()

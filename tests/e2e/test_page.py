@@ -29,6 +29,8 @@ AUTOSTART = {**MODEL_260K, "autostart": "1"}
 CASES = golden_cases()  # chat too: the page runs it as run.c does with stdin at end of input
 CASES_BY_NAME = {case["name"]: case for case in CASES}
 STATIC_CASES = ["greedy_once_n64", "topp_t0.8_p0.9_s42_n128", "doc_t1.0_p0.9_s133742"]
+# Through the threaded engine as well (the page picks one thread on two cores unless asked).
+THREADED_CASES = STATIC_CASES + ["chat_greedy_sys"]
 
 
 def assert_clean_done(page) -> dict:
@@ -45,7 +47,7 @@ def assert_clean_done(page) -> dict:
 def test_every_golden_case_is_covered():
     assert len(CASES) >= 13, [case["name"] for case in CASES]
     assert any(args_to_params(case["args"]).get("mode") == "chat" for case in CASES)
-    assert all(name in CASES_BY_NAME for name in STATIC_CASES)
+    assert all(name in CASES_BY_NAME for name in THREADED_CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
@@ -55,6 +57,16 @@ def test_golden_through_the_dev_server(page, dev_server, case):
     stats = assert_clean_done(page)
     assert stats["positions"] >= stats["tokens"] >= 1, stats
     assert page.evaluate("crossOriginIsolated") is True  # the dev server's COOP/COEP work
+
+
+@pytest.mark.parametrize("name", THREADED_CASES)
+def test_golden_through_the_threaded_engine(page, dev_server, name):
+    case = CASES_BY_NAME[name]
+    open_page(page, dev_server, {**AUTOSTART, "threads": "2", **args_to_params(case["args"])})
+    engine = page.locator("#engine").text_content()
+    assert "threads, 2 threads" in engine, engine
+    assert output(page) == golden_text(case)
+    assert_clean_done(page)
 
 
 @pytest.mark.parametrize("name", STATIC_CASES)
