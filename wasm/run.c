@@ -418,19 +418,25 @@ typedef float v4f_unaligned __attribute__((vector_size(16), aligned(4)));
 
 static inline v4f load4(const float* p) { return *(const v4f_unaligned*)p; }
 
-#ifdef L2C_SCALAR
-#define L2C_SIMD 0 /* attention's loops stay plain too */
-/* The baseline build (-DL2C_SCALAR): run.c's plain loop, one row at a time, weights as stored. */
-static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
+/* run.c's plain loop: rows [begin, end) of a row-major W (d, n) @ x (n,) -> out, one at a time. */
+static void matmul_rows_plain(float* out, const float* x, const float* w, int n, int begin,
+                              int end) {
     for (int i = begin; i < end; i++) {
         float val = 0.0f;
         for (int j = 0; j < n; j++) val += w[(size_t)i * n + j] * x[j];
         out[i] = val;
     }
 }
+
+#ifdef L2C_SCALAR
+/* The baseline build (-DL2C_SCALAR): the plain loop, weights as stored, attention's loops plain. */
+#define L2C_SIMD 0
+static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
+    matmul_rows_plain(out, x, w, n, begin, end);
+}
 #else
+/* The SIMD build: the kernels below, reading fp32 weights interleaved at load. */
 #define L2C_SIMD 1
-#define L2C_INTERLEAVED 1
 /*
  * The fp32 weight layout the kernel reads. At load, each block of 4 consecutive rows of every
  * fp32 matrix is rewritten in place, column by column: block[4 * j + k] = W[i + k][j]. Rows after
@@ -486,11 +492,7 @@ static void matmul_rows(float* out, const float* x, const float* w, int n, int b
         for (int j = 0; j < n; j++) acc = acc + load4(b0 + 4 * j) * (v4f){x[j], x[j], x[j], x[j]};
         memcpy(out + begin + 4 * (blocks - 1), &acc, sizeof(acc));
     }
-    for (int i = whole > begin ? whole : begin; i < end; i++) { /* the rows after the last block */
-        float val = 0.0f;
-        for (int j = 0; j < n; j++) val += w[(size_t)i * n + j] * x[j];
-        out[i] = val;
-    }
+    matmul_rows_plain(out, x, w, n, whole > begin ? whole : begin, end); /* rows after the blocks */
 }
 #endif
 
@@ -776,6 +778,14 @@ static inline int take_chunk(WorkList* work) {
 #define CHUNKS_PER_THREAD 8 /* enough to even out a delayed thread, few enough to cost nothing */
 #define MIN_CHUNK_ROWS 16
 
+/* Rows per chunk of a matmul with d rows: the whole matrix on one thread; otherwise about
+ * CHUNKS_PER_THREAD chunks per thread, of at least MIN_CHUNK_ROWS rows, in whole pairs of blocks. */
+static int chunk_rows(int d) {
+    if (g_threads == 1) return d;
+    int rows = (d + CHUNKS_PER_THREAD * g_threads - 1) / (CHUNKS_PER_THREAD * g_threads);
+    return rows < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : (rows + 7) & ~7;
+}
+
 /* Up to three matmuls with the same input, run as one job: W_i (d_i, n) @ x (n,) -> out_i. */
 typedef struct {
     int count;
@@ -820,11 +830,8 @@ static void run_matmuls(Engine* e, MatmulJob* job) {
     int total = 0;
     for (int i = 0; i < job->count; i++) {
         int d = job->m[i].d;
-        int rows = (d + CHUNKS_PER_THREAD * g_threads - 1) / (CHUNKS_PER_THREAD * g_threads);
-        rows = rows < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : (rows + 7) & ~7; /* whole pairs of blocks */
-        if (g_threads == 1) rows = d; /* one thread: one chunk, nothing to share */
-        job->m[i].chunk_rows = rows;
-        job->m[i].chunks = (d + rows - 1) / rows;
+        job->m[i].chunk_rows = chunk_rows(d);
+        job->m[i].chunks = (d + job->m[i].chunk_rows - 1) / job->m[i].chunk_rows;
         total += job->m[i].chunks;
     }
     atomic_init(&job->work.next, 0);
@@ -930,7 +937,7 @@ static void embed(Engine* e, float* x, int token) {
     int dim = e->config.dim;
     size_t row = (size_t)token * dim;
     if (m->f) {
-#ifdef L2C_INTERLEAVED
+#if L2C_SIMD
         if (e->layout.shared) { /* the classifier's rows, interleaved for the matmul */
             for (int j = 0; j < dim; j++)
                 x[j] = interleaved_at(m->f, e->config.vocab_size, dim, token, j);
@@ -1047,7 +1054,7 @@ L2C_API int l2c_check(const unsigned char* data, size_t size, int* config7) {
 
 L2C_API void l2c_free(Engine* e);
 
-#ifdef L2C_INTERLEAVED
+#if L2C_SIMD
 /* Rewrites every fp32 matrix the matmul reads into the interleaved layout, in place. */
 static int interleave_weights(Engine* e) {
     if (e->layout.format != FORMAT_FP32) return L2C_OK;
@@ -1102,7 +1109,7 @@ L2C_API Engine* l2c_load(unsigned char* data, size_t size) {
         free(e);
         return NULL;
     }
-#ifdef L2C_INTERLEAVED
+#if L2C_SIMD
     if (interleave_weights(e) != L2C_OK) {
         l2c_free(e);
         return NULL;
