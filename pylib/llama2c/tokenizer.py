@@ -52,7 +52,7 @@ class Tokenizer:
     """Encodes text to token ids and decodes ids to bytes, exactly like llama2.c's run.c."""
 
     def __init__(self, pieces: list[bytes], scores: np.ndarray, max_token_length: int):
-        self.pieces = [p if b"\0" not in p else _c_string(p) for p in pieces]
+        self.pieces = [_c_string(p) for p in pieces]
         self.scores = np.asarray(scores, dtype=np.float32)
         self.vocab_size = n = len(pieces)
         self.max_token_length = max_token_length
@@ -100,9 +100,9 @@ class Tokenizer:
             scores.append(score)
             pieces.append(data[offset:offset + length])
             offset += length
-        if offset != len(data):
+        if offset != size:
             raise TokenizerError(
-                f"{name} has {len(data) - offset} bytes after token {vocab_size - 1}: it holds more "
+                f"{name} has {size - offset} bytes after token {vocab_size - 1}: it holds more "
                 f"tokens than the model's vocab_size {vocab_size}, so it does not fit the model")
         return cls(pieces, np.array(scores, np.float32), max_token_length)
 
