@@ -56,23 +56,22 @@ export class Engine {
   /** Validates the checkpoint written so far without loading it. Throws with the engine's
    *  message for a truncated or corrupt checkpoint. */
   check() {
-    if (this.m._l2c_check(this.data, this.size, 0) !== 0) {
-      const message = this.lastError();
-      this.free();
-      throw new EngineError(message);
-    }
+    if (this.m._l2c_check(this.data, this.size, 0) !== 0) this.failLoading();
   }
 
   /** Validates and loads the checkpoint written so far. Throws with the engine's message. From
    *  here on the buffer is the engine's: its fp32 matrices are rearranged in place. */
   load() {
     this.handle = this.m._l2c_load(this.data, this.size);
-    if (!this.handle) {
-      const message = this.lastError();
-      this.free();
-      throw new EngineError(message);
-    }
+    if (!this.handle) this.failLoading();
     this.vocabSize = this.configList()[5];
+  }
+
+  /** Frees the checkpoint that failed check() or load() and throws the engine's message. */
+  failLoading() {
+    const message = this.lastError();
+    this.free();
+    throw new EngineError(message);
   }
 
   /** [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, shared_classifier,

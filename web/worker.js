@@ -85,16 +85,16 @@ function init(options) {
 async function startPython() {
   const lock = await (await fetch(new URL('pyodide-lock.json', PYODIDE_URL))).json();
   if (!lock.packages.llama2c) throw new Error('pyodide-lock.json lists no llama2c package');
-  const progress = showRuntimeProgress(runtimeFiles(lock));
-  try {
-    pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
-    await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
-    pyodide.pyimport('llama2c.browser');
-  } catch (e) {
-    await progress; // a failed download explains the failure better ("HTTP 404")
-    throw e;
-  }
-  await progress;
+  const [download, start] = await Promise.allSettled([
+    showRuntimeProgress(runtimeFiles(lock)),
+    (async () => {
+      pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
+      await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
+      pyodide.pyimport('llama2c.browser');
+    })(),
+  ]);
+  // A failed download explains a failure best ("HTTP 404"), so it is reported first.
+  for (const result of [download, start]) if (result.status === 'rejected') throw result.reason;
 }
 
 /** Reads `files` once, posting progress as bytes arrive. Throws for an HTTP error. */
