@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llama2c.checkpoint import SHAPES, Config, random_weights, write_checkpoint
@@ -58,6 +59,11 @@ import sys  # noqa: E402
 STORIES260K = MODELS / "stories260K.bin"
 TOK512 = MODELS / "tok512.bin"
 TOKENIZER_32K = MODELS / "tokenizer.bin"
+
+
+def teacher_forced(model, tokens) -> np.ndarray:
+    """(len(tokens), vocab_size) logits of a Backend fed `tokens` at positions 0, 1, 2, ..."""
+    return np.array([model.forward(int(token), pos).copy() for pos, token in enumerate(tokens)])
 
 
 def run_cli(*args, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import STORIES260K, TOK512, run_cli
+from conftest import STORIES260K, TOK512, run_cli, teacher_forced
 from llama2c.checkpoint import SHAPES, Config, read_weights
 from llama2c.native import NativeModel
 from llama2c.quantize import MAGIC, choose_group_size, quantize_checkpoint, quantize_q80
@@ -42,10 +42,6 @@ def dequantized(weights: dict[str, np.ndarray], group_size: int) -> dict[str, np
     if weights.get("wcls") is weights.get("token_embedding"):
         out["wcls"] = out["token_embedding"]
     return out
-
-
-def teacher_forced(model, tokens: list[int]) -> np.ndarray:
-    return np.array([model.forward(token, pos).copy() for pos, token in enumerate(tokens)])
 
 
 def greedy_tokens(path: Path, steps: int) -> list[int]:
