@@ -26,6 +26,10 @@ from pathlib import Path
 from invoke import task
 
 ROOT = Path(__file__).resolve().parent
+# Tasks import this checkout's llama2c from its source folder. An editable install made by
+# `invoke setup` adds that folder to sys.path only in processes started after it, and setup goes
+# on to use the package in the same process.
+sys.path.insert(0, str(ROOT / "pylib"))
 SITE = ROOT / "site"  # the built static site
 CACHE = ROOT / ".cache"  # downloads and intermediate build products
 MODELS = ROOT / "models"  # models fetched with `invoke fetch-model`
