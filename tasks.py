@@ -51,8 +51,10 @@ EMCC_FLAGS = [
                                 "l2c_shared_classifier", "l2c_format", "l2c_group_size",
                                 "l2c_set_threads", "l2c_threads", "l2c_expf",
                                 "l2c_free", "l2c_last_error", "l2c_last_error_code", "malloc",
-                                "free"]),
+                                "free", "l2c_q8_matmul", "l2c_int8_kernel",
+                                "l2c_use_relaxed_kernel"]),
     "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
+    "--js-library", str(ROOT / "wasm/relaxed_glue.js"),
 ]
 # The threaded build: workers for all but the calling thread, made when the module starts.
 EMCC_THREAD_FLAGS = [
@@ -64,7 +66,21 @@ ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
 GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden", "-Wall",
              "-Wextra", "-shared", "-fPIC"]
 
-DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium"}
+# The int8 kernel with relaxed SIMD (wasm/relaxed.c), which Emscripten 3.1.6 cannot emit: clang 22
+# compiles it and wasm-ld 22 links it by hand, because the clang driver would run Debian's wasm-opt
+# (binaryen 108) after linking, which rewrites relaxed opcodes into invalid code. It imports the
+# engine's memory, shared (with atomics) for the threaded engine.
+CLANG, WASM_LD = "clang-22", "wasm-ld-22"
+RELAXED_CFLAGS = ["--target=wasm32", "-O3", "-msimd128", "-mrelaxed-simd", "-ffp-contract=off",
+                  "-ffreestanding", "-nostdlib", "-Wall", "-Wextra"]
+RELAXED_KERNELS = {  # engine name -> (extra clang flags, extra wasm-ld flags)
+    "llama2c-engine": ([], []),
+    "llama2c-engine-mt": (["-matomics", "-mbulk-memory"],
+                          ["--shared-memory", "--max-memory=4294967296"]),
+}
+
+DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", CLANG: "clang-22",
+                   WASM_LD: "lld-22"}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -242,12 +258,28 @@ def build(c):
 
 def build_engine(c) -> None:
     source = ROOT / "wasm/run.c"
+    inputs = [source, ROOT / "wasm/q8.h", ROOT / "wasm/relaxed_glue.js", Path(__file__)]
     for name, extra in ENGINES.items():
         target = SITE / f"engine/{name}.mjs"
-        if newer(target, source, Path(__file__)):
+        if newer(target, *inputs):
             target.parent.mkdir(parents=True, exist_ok=True)
             say(f"emcc wasm/run.c -> engine/{name}.mjs")
             c.run(f"emcc {' '.join(EMCC_FLAGS + extra)} -o {target} {source}", env=emcc_env())
+        build_relaxed_kernel(c, name)
+
+
+def build_relaxed_kernel(c, engine: str) -> None:
+    """wasm/relaxed.c -> engine/<engine>-relaxed.wasm, for that engine's memory."""
+    source = ROOT / "wasm/relaxed.c"
+    target = SITE / f"engine/{engine}-relaxed.wasm"
+    if not newer(target, source, ROOT / "wasm/q8.h", Path(__file__)):
+        return
+    cflags, ldflags = RELAXED_KERNELS[engine]
+    obj = CACHE / f"{engine}-relaxed.o"
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    say(f"{CLANG} wasm/relaxed.c -> engine/{target.name}")
+    c.run(f"{CLANG} {' '.join(RELAXED_CFLAGS + cflags)} -c {source} -o {obj}")
+    c.run(f"{WASM_LD} --no-entry --import-memory {' '.join(ldflags)} {obj} -o {target}")
 
 
 def build_wheel(c) -> Path:

@@ -282,3 +282,25 @@ def test_cli_chat_reads_turns_from_stdin(model, tok):
     assert proc.stdout == library([long_line[:511], long_line[511:]])
     assert proc.stdout != library([long_line, "ignored"])  # the split is visible in the story
     assert proc.stdout.startswith(b"Enter system prompt (optional): User: Assistant: ")
+
+
+# -- int8: llama2.c's runq.c on stories260K_q80.bin ---------------------------------------------
+
+Q80_CASES = {case["name"]: case
+             for case in json.loads((GOLDEN / "stories260K_q80" / "cases.json").read_text())["cases"]}
+
+
+def test_q80_golden_set_is_there():
+    assert len(Q80_CASES) >= 3 and any("chat" in args for args in
+                                       (" ".join(c["args"]) for c in Q80_CASES.values()))
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("name", sorted(Q80_CASES))
+def test_cli_matches_runq_golden(shared, name, threads, monkeypatch):
+    """int8: the command line prints runq.c's exact stdout, on one thread and on two."""
+    monkeypatch.setenv("LLAMA2C_THREADS", threads)
+    case = Q80_CASES[name]
+    proc = run_cli("run", "stories260K_q80.bin", "-z", "tok512.bin", *case["args"], cwd=MODELS)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == (GOLDEN / "stories260K_q80" / case["output"]).read_bytes()

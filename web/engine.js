@@ -9,9 +9,13 @@ export class EngineError extends Error {}
 export class Engine {
   /** Instantiates the module at `moduleUrl` (an emcc MODULARIZE + EXPORT_ES6 build). One module
    *  holds any number of models: make an Engine on it for each. */
-  static async instantiate(moduleUrl) {
+  static async instantiate(moduleUrl, { relaxed = true } = {}) {
+    const kernel = relaxed ? fetchRelaxedKernel(moduleUrl) : null; // meanwhile
     const factory = (await import(moduleUrl)).default;
-    return factory({ locateFile: (file) => new URL(file, moduleUrl).href });
+    const module = await factory({ locateFile: (file) => new URL(file, moduleUrl).href });
+    module.int8Note = relaxed ? useRelaxedKernel(module, await kernel) : 'relaxed=0 in the URL';
+    module.int8Kernel = module.UTF8ToString(module._l2c_int8_kernel());
+    return module;
   }
 
   constructor(module) {
@@ -128,4 +132,35 @@ export class Engine {
     if (this.data) this.m._free(this.data);
     this.handle = this.data = this.size = 0;
   }
+}
+
+// -- the int8 kernel ---------------------------------------------------------------------------
+
+/** The relaxed-SIMD int8 kernel built beside the engine (wasm/relaxed.c), as bytes, or a reason
+ *  why not. */
+async function fetchRelaxedKernel(moduleUrl) {
+  const url = moduleUrl.replace(/\.mjs$/, '-relaxed.wasm');
+  try {
+    const response = await fetch(url);
+    if (!response.ok) return `no relaxed kernel (HTTP ${response.status})`;
+    return new Uint8Array(await response.arrayBuffer());
+  } catch (e) {
+    return `no relaxed kernel (${e.message})`;
+  }
+}
+
+/**
+ * Feature detection: the browser validates the module only if it knows relaxed SIMD. Then the
+ * engine checks its results against its own kernel bit for bit before it switches. The bytes stay
+ * in engine memory: every engine thread instantiates the kernel from them. Returns why the
+ * relaxed kernel is not in use, or '' when it is.
+ */
+function useRelaxedKernel(module, bytes) {
+  if (typeof bytes === 'string') return bytes;
+  if (!WebAssembly.validate(bytes)) return 'this browser has no relaxed SIMD';
+  const ptr = module._malloc(bytes.length);
+  module.HEAPU8.set(bytes, ptr);
+  if (module._l2c_use_relaxed_kernel(ptr, bytes.length)) return '';
+  module._free(ptr);
+  return 'the relaxed kernel failed its self-test';
 }

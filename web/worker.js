@@ -69,7 +69,8 @@ function init(options) {
   const cores = navigator.hardwareConcurrency || 1;
   const wanted = threadsWanted || (cores > 2 ? cores : 1);
   threaded = self.crossOriginIsolated && sameOrigin && wanted > 1 && cores > 1;
-  engineReady = Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single)
+  const relaxed = options.relaxed !== false; // relaxed=0 in the URL forces the SIMD128 kernel
+  engineReady = Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single, { relaxed })
     .then((module) => { engineModule = module; });
   runtimeReady = startPython();
   Promise.all([engineReady, runtimeReady]).then(
@@ -116,9 +117,14 @@ async function showRuntimeProgress(files) {
   }
 }
 
-function engineLabel(threads) {
+function engineLabel(threads, format = 0) {
   const kind = threaded ? 'WebAssembly SIMD + threads' : 'WebAssembly SIMD';
-  return `${kind}, ${threads} thread${threads === 1 ? '' : 's'}`;
+  let label = `${kind}, ${threads} thread${threads === 1 ? '' : 's'}`;
+  if (format === 2) { // int8: which kernel runs, and why not the relaxed one
+    const note = engineModule.int8Note;
+    label += `; int8 kernel: ${engineModule.int8Kernel}${note ? ` (${note})` : ''}`;
+  }
+  return label;
 }
 
 // -- downloads ------------------------------------------------------------------------------
@@ -277,7 +283,7 @@ async function createModel(client, modelSource, tokenizerSource) {
       info: {
         bytes: model.bytes,
         cache,
-        engine: engineLabel(threads),
+        engine: engineLabel(threads, format),
         config: { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
           shared_classifier: !!shared,
           format: format === 2 ? `int8 (Q8_0, groups of ${groupSize})` : 'fp32' },
