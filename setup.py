@@ -12,6 +12,7 @@ from setuptools import Extension, setup
 ENGINE = Extension(
     "llama2c._engine",
     sources=["wasm/run.c"],
+    depends=["wasm/q8.h"],
     extra_compile_args=["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden"],
     extra_link_args=["-pthread"],
     libraries=["m"],

@@ -195,7 +195,7 @@ def native(c):
     """Build the native engine library that llama2c.native loads."""
     source = ROOT / "wasm/run.c"
     target = ROOT / "pylib/llama2c" / native_library_name()
-    if newer(target, source, Path(__file__)):
+    if newer(target, source, ROOT / "wasm/q8.h", Path(__file__)):
         say(f"gcc {source.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
         c.run(f"gcc {' '.join(GCC_FLAGS)} -o {target} {source} -lm")
     return target
