@@ -52,7 +52,7 @@ EMCC_FLAGS = [
                                 "l2c_set_threads", "l2c_threads", "l2c_expf",
                                 "l2c_free", "l2c_last_error", "l2c_last_error_code", "malloc",
                                 "free", "l2c_q8_matmul", "l2c_int8_kernel",
-                                "l2c_use_relaxed_kernel"]),
+                                "l2c_use_relaxed_kernel", "l2c_use_rope_table"]),
     "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
     "--js-library", str(ROOT / "wasm/relaxed_glue.js"),
 ]
@@ -63,6 +63,12 @@ EMCC_THREAD_FLAGS = [
 ]
 # The two browser engines: threads need a cross-origin isolated page; plain hosts get the first.
 ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
+# RoPE's cos and sin as glibc computes them (run.c's), written by the native engine for the page's,
+# whose libm (musl) differs in the last bit for a few percent of angles: head size -> positions,
+# for the published models (stories260K: 8 and 512; stories15M: 48 and 256; stories42M and
+# stories110M: 64 and 1024). 320 KB in all. Other head sizes, and positions past these, are
+# computed by the browser's engine, and the page says so.
+ROPE_TABLES = {8: 512, 48: 256, 64: 1024}
 GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden", "-Wall",
              "-Wextra", "-shared", "-fPIC"]
 
@@ -266,6 +272,23 @@ def build_engine(c) -> None:
             say(f"emcc wasm/run.c -> engine/{name}.mjs")
             c.run(f"emcc {' '.join(EMCC_FLAGS + extra)} -o {target} {source}", env=emcc_env())
         build_relaxed_kernel(c, name)
+    build_rope_tables(c)
+
+
+def build_rope_tables(c) -> None:
+    """engine/rope-<head size>.bin: (positions, head_size / 2, 2) float32 cos, sin; and
+    engine/rope.json, {head size: positions}, the list the page reads first."""
+    library = native(c)
+    index = SITE / "engine/rope.json"
+    text = json.dumps({str(k): v for k, v in ROPE_TABLES.items()})
+    if not index.exists() or index.read_text() != text:
+        index.write_text(text)
+    for head_size, positions in ROPE_TABLES.items():
+        target = SITE / f"engine/rope-{head_size}.bin"
+        if newer(target, library):
+            from llama2c.native import rope_table
+
+            target.write_bytes(rope_table(head_size, positions).astype("<f4").tobytes())
 
 
 def build_relaxed_kernel(c, engine: str) -> None:

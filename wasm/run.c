@@ -350,6 +350,8 @@ typedef struct {
     RunState state;
     unsigned char* data; /* the caller's checkpoint bytes, used in place */
     size_t size;
+    const float* rope;  /* (rope_positions, head_size / 2, 2) RoPE's cos and sin, or NULL */
+    int rope_positions; /* positions the table covers; later ones are computed */
 } Engine;
 
 static void free_state(RunState* s) {
@@ -924,6 +926,20 @@ static void embed(Engine* e, float* x, int token) {
     for (int i = 0; i < dim; i++) x[i] = m->q[row + i] * load_scale(m->s, (row + i) / group_size);
 }
 
+/*
+ * RoPE's rotation for element pair (head_dim, head_dim + 1) of a head at position pos, as run.c
+ * computes it, with this C library's powf, cosf and sinf. glibc's cosf and sinf (run.c's, the
+ * command line's) and musl's (Emscripten's) differ in the last bit for a few percent of angles, so
+ * the page takes these values from a table the native engine wrote (l2c_rope_table,
+ * l2c_use_rope_table) rather than from its own libm.
+ */
+static void rope_cos_sin(int pos, int head_dim, int head_size, float* fcr, float* fci) {
+    float freq = 1.0f / powf(10000.0f, head_dim / (float)head_size);
+    float val = pos * freq;
+    *fcr = cosf(val);
+    *fci = sinf(val);
+}
+
 static float* forward(Engine* e, int token, int pos) {
     const Config* p = &e->config;
     const Weights* w = &e->weights;
@@ -948,12 +964,16 @@ static float* forward(Engine* e, int token, int pos) {
         run_matmuls(e, &qkv);
 
         /* RoPE: rotate each (even, odd) pair of q and k by a position-dependent angle */
+        const float* table = pos < e->rope_positions ? e->rope + (size_t)pos * head_size : NULL;
         for (int i = 0; i < dim; i += 2) {
             int head_dim = i % head_size;
-            float freq = 1.0f / powf(10000.0f, head_dim / (float)head_size);
-            float val = pos * freq;
-            float fcr = cosf(val);
-            float fci = sinf(val);
+            float fcr, fci;
+            if (table) {
+                fcr = table[head_dim];
+                fci = table[head_dim + 1];
+            } else {
+                rope_cos_sin(pos, head_dim, head_size, &fcr, &fci);
+            }
             int rotn = i < kv_dim ? 2 : 1; /* 2 = q and k, 1 = q only */
             for (int r = 0; r < rotn; r++) {
                 float* vec = r == 0 ? s->q : k;
@@ -1142,6 +1162,40 @@ L2C_API int l2c_set_threads(const Engine* e, int n) {
 }
 
 L2C_API int l2c_threads(void) { return g_threads; }
+
+/*
+ * RoPE's cos and sin for every position below `positions` of a model with this head size, as this
+ * C library computes them: out (positions, head_size / 2, 2) = cos, sin of each pair's angle. The
+ * build runs it natively (glibc, as run.c) and ships the tables beside the WebAssembly engine.
+ */
+L2C_API int l2c_rope_table(float* out, int head_size, int positions) {
+    if (!out || head_size <= 0 || head_size % 2 || positions <= 0 || positions > MAX_SEQ) {
+        return fail(L2C_ERR_ARGUMENT, "l2c_rope_table: bad arguments");
+    }
+    for (int pos = 0; pos < positions; pos++) {
+        for (int i = 0; i < head_size; i += 2) {
+            float* pair = out + (size_t)pos * head_size + i;
+            rope_cos_sin(pos, i, head_size, &pair[0], &pair[1]);
+        }
+    }
+    return L2C_OK;
+}
+
+/*
+ * Makes the engine read RoPE's cos and sin for positions below `positions` from `table`
+ * (l2c_rope_table's layout for the model's head size, kept alive by the caller until l2c_free)
+ * instead of computing them. NULL goes back to computing. Returns L2C_OK or L2C_ERR_ARGUMENT.
+ */
+L2C_API int l2c_use_rope_table(Engine* e, const float* table, int head_size, int positions) {
+    if (!e) return fail(L2C_ERR_ARGUMENT, "l2c_use_rope_table: engine is NULL");
+    if (table && (head_size != e->config.dim / e->config.n_heads || positions <= 0)) {
+        return fail(L2C_ERR_ARGUMENT, "RoPE table for head size %d, the model's is %d", head_size,
+                    e->config.dim / e->config.n_heads);
+    }
+    e->rope = table;
+    e->rope_positions = table ? positions : 0;
+    return L2C_OK;
+}
 
 /*
  * W (d, n) int8 @ xq (n,) int8 -> out (d,), with the int8 kernel in use: runq.c's matmul on

@@ -260,6 +260,7 @@ async function createModel(client, modelSource, tokenizerSource) {
       cache = await remember(modelSource, model.bytes, (offset, length) => engine.read(offset, length));
     }
     engine.load();
+    const rope = await engine.useRopeTable();
     if (tokenizer.cache === 'stored') {
       await remember(tokenizerSource, tokenizerBytes.length,
         (offset, length) => tokenizerBytes.slice(offset, offset + length));
@@ -283,7 +284,7 @@ async function createModel(client, modelSource, tokenizerSource) {
       info: {
         bytes: model.bytes,
         cache,
-        engine: engineLabel(threads, format),
+        engine: `${engineLabel(threads, format)}; ${rope}`,
         config: { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
           shared_classifier: !!shared,
           format: format === 2 ? `int8 (Q8_0, groups of ${groupSize})` : 'fp32' },

@@ -68,6 +68,8 @@ def load_library() -> ctypes.CDLL:
     lib.l2c_free.argtypes = [ptr]
     lib.l2c_q8_matmul.restype = ctypes.c_int
     lib.l2c_q8_matmul.argtypes = [ptr] * 5 + [ctypes.c_int] * 3
+    lib.l2c_rope_table.restype = ctypes.c_int
+    lib.l2c_rope_table.argtypes = [ptr, ctypes.c_int, ctypes.c_int]
     lib.l2c_int8_kernel.restype = ctypes.c_char_p
     lib.l2c_int8_kernel.argtypes = []
     _lib = lib
@@ -96,6 +98,15 @@ def q8_matmul(xq: np.ndarray, xs: np.ndarray, wq: np.ndarray, ws: np.ndarray) ->
     out = np.zeros(d, np.float32)
     if load_library().l2c_q8_matmul(out.ctypes.data, *(a.ctypes.data for a in arrays), n, d,
                                     group_size) != 0:
+        _raise_last_error(load_library())
+    return out
+
+
+def rope_table(head_size: int, positions: int) -> np.ndarray:
+    """RoPE's cos and sin as this (glibc-linked) engine computes them, as run.c does:
+    (positions, head_size / 2, 2) float32. The site ships these for the WebAssembly engine."""
+    out = np.zeros((positions, head_size // 2, 2), np.float32)
+    if load_library().l2c_rope_table(out.ctypes.data, head_size, positions) != 0:
         _raise_last_error(load_library())
     return out
 

@@ -15,7 +15,7 @@ import pytest
 
 from llama2c.native import q8_matmul
 
-from .pageutil import MODELS, SHARED, args_to_params, open_page, output
+from .pageutil import MODELS, SHARED, args_to_params, blank_page, open_page, output
 
 Q80 = SHARED / "golden" / "stories260K_q80"
 Q80_CASES = json.loads((Q80 / "cases.json").read_text())["cases"]
@@ -53,13 +53,6 @@ def test_runq_golden_through_the_threaded_engine(page, dev_server, q80_model, ke
     engine = page.locator("#engine").text_content()
     assert "2 threads" in engine and label in engine, engine
     assert output(page) == golden_text(case)
-
-
-def blank_page(dev_server: str, test_site) -> str:
-    """A page on the dev server's origin with nothing in it, to drive engine.js directly."""
-    (test_site.root / "e2e-int8.html").write_text(
-        '<!doctype html><link rel="icon" href="data:,"><title>int8 kernels</title>')
-    return f"{dev_server}/e2e-int8.html"
 
 
 KERNEL_JS = """
