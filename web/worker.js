@@ -38,6 +38,19 @@ let queue = Promise.resolve(); // messages run one after another
 
 const post = (message) => self.postMessage(message);
 
+// How long each start-up step took, in ms (in the 'done' report: `invoke bench` prints them).
+// Steps overlap: the engine and the model load while Python starts.
+const startup = {};
+async function timed(step, work) {
+  const began = performance.now();
+  try {
+    return await work();
+  } finally {
+    startup[step] = performance.now() - began;
+    startup[`${step} ends at`] = performance.now(); // since the worker started
+  }
+}
+
 // -- the runtime ----------------------------------------------------------------------------
 
 /** Files the runtime fetches, prefetched for a progress bar in bytes (the HTTP cache keeps them for
@@ -70,7 +83,8 @@ function init(options) {
   const wanted = threadsWanted || (cores > 2 ? cores : 1);
   threaded = self.crossOriginIsolated && sameOrigin && wanted > 1 && cores > 1;
   const relaxed = options.relaxed !== false; // relaxed=0 in the URL forces the SIMD128 kernel
-  engineReady = Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single, { relaxed })
+  engineReady = timed('engine instantiate',
+    () => Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single, { relaxed }))
     .then((module) => { engineModule = module; });
   runtimeReady = startPython();
   Promise.all([engineReady, runtimeReady]).then(
@@ -89,9 +103,10 @@ async function startPython() {
   const [download, start] = await Promise.allSettled([
     showRuntimeProgress(runtimeFiles(lock)),
     (async () => {
-      pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
-      await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
-      pyodide.pyimport('llama2c.browser');
+      pyodide = await timed('pyodide boot', () => loadPyodide({ indexURL: PYODIDE_URL }));
+      await timed('numpy + llama2c load', () => pyodide.loadPackage(['numpy', 'llama2c'],
+        { messageCallback: () => {} }));
+      await timed('llama2c import', () => pyodide.pyimport('llama2c.browser'));
     })(),
   ]);
   // A failed download explains a failure best ("HTTP 404"), so it is reported first.
@@ -245,10 +260,11 @@ async function createModel(client, modelSource, tokenizerSource) {
   await engineReady;
   const engine = new Engine(engineModule);
   try {
-    const model = await download(modelSource, 'model', client, (size) => {
-      engine.allocate(size);
-      return true;
-    }, (offset, chunk) => engine.write(offset, chunk));
+    const model = await timed('model read', () => download(modelSource, 'model', client,
+      (size) => {
+        engine.allocate(size);
+        return true;
+      }, (offset, chunk) => engine.write(offset, chunk)));
     engine.check(); // throws the engine's message for a truncated or corrupt checkpoint
     let tokenizerBytes = null;
     const tokenizer = await download(tokenizerSource, 'tokenizer', client, (size) => {
@@ -259,8 +275,10 @@ async function createModel(client, modelSource, tokenizerSource) {
     if (model.cache === 'stored') { // before load(), which rearranges the weights in place
       cache = await remember(modelSource, model.bytes, (offset, length) => engine.read(offset, length));
     }
-    engine.load();
-    const rope = await engine.useRopeTable();
+    const rope = await timed('engine load', () => {
+      engine.load();
+      return engine.useRopeTable();
+    });
     if (tokenizer.cache === 'stored') {
       await remember(tokenizerSource, tokenizerBytes.length,
         (offset, length) => tokenizerBytes.slice(offset, offset + length));
@@ -272,7 +290,7 @@ async function createModel(client, modelSource, tokenizerSource) {
     const browser = pyodide.pyimport('llama2c.browser');
     let session;
     try {
-      session = browser.Session(engine, tokenizerBytes);
+      session = await timed('tokenizer + session', () => browser.Session(engine, tokenizerBytes));
     } finally {
       browser.destroy();
     }
@@ -352,6 +370,10 @@ async function generate(client, params, stopFlag) {
   try {
     for (;;) {
       const text = session.step();
+      if (startup['first token'] === undefined) {
+        startup['first token'] = performance.now() - began;
+        startup['first token ends at'] = performance.now();
+      }
       if (text === undefined || text === null) break;
       if (text) post({ type: 'piece', client, text });
       if (!flag || performance.now() - lastYield > 100) {
@@ -362,6 +384,7 @@ async function generate(client, params, stopFlag) {
     }
     const report = session.report().toJs({ dict_converter: Object.fromEntries });
     report.loop_ms = performance.now() - began;
+    report.startup = startup;
     post({ type: 'done', client, stopped: running.stop || !!(flag && Atomics.load(flag, 0)),
       report });
   } finally {
