@@ -52,14 +52,16 @@ EMCC_FLAGS = [
                                 "l2c_set_threads", "l2c_threads", "l2c_expf",
                                 "l2c_free", "l2c_last_error", "l2c_last_error_code", "malloc",
                                 "free", "l2c_q8_matmul", "l2c_int8_kernel",
-                                "l2c_use_relaxed_kernel", "l2c_use_rope_table"]),
+                                "l2c_use_relaxed_kernel", "l2c_use_rope_table",
+                                "l2c_auto_threads"]),
     "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
     "--js-library", str(ROOT / "wasm/relaxed_glue.js"),
 ]
 # The threaded build: workers for all but the calling thread, made when the module starts.
 EMCC_THREAD_FLAGS = [
     "-pthread", "-Wno-pthreads-mem-growth",
-    "-s", "PTHREAD_POOL_SIZE='Math.min(Math.max((navigator.hardwareConcurrency||2)-1,1),15)'",
+    # Module.cores: the page's navigator.hardwareConcurrency, passed in by engine.js
+    "-s", "PTHREAD_POOL_SIZE='Math.min(Math.max((Module.cores||navigator.hardwareConcurrency||2)-1,1),15)'",
 ]
 # The two browser engines: threads need a cross-origin isolated page; plain hosts get the first.
 ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}

@@ -1148,17 +1148,21 @@ L2C_API float* l2c_forward(Engine* e, int token, int pos) {
 }
 
 /*
+ * The threads that pay for this model on `cores` cores: one for a small model (a job must outweigh
+ * the cost of waking threads), else one a core, at most MAX_THREADS.
+ */
+L2C_API int l2c_auto_threads(const Engine* e, int cores) {
+    int64_t bytes = e ? (int64_t)e->size : 0;
+    if (bytes < 8 * 1000 * 1000 || cores < 1) return 1;
+    return cores < MAX_THREADS ? cores : MAX_THREADS;
+}
+
+/*
  * Sets the number of threads the engine computes with, the caller's included (one pool serves all
- * engines). n <= 0 picks min(hardware threads, what pays for this model). Returns the count in use.
+ * engines). n <= 0 picks l2c_auto_threads for this machine's cores. Returns the count in use.
  */
 L2C_API int l2c_set_threads(const Engine* e, int n) {
-    if (n <= 0) {
-        n = hardware_threads();
-        /* A job must outweigh the cost of waking threads: small models run best on one. */
-        int64_t bytes = e ? (int64_t)e->size : 0;
-        if (bytes < 8 * 1000 * 1000) n = 1;
-    }
-    return set_pool_threads(n);
+    return set_pool_threads(n <= 0 ? l2c_auto_threads(e, hardware_threads()) : n);
 }
 
 L2C_API int l2c_threads(void) { return g_threads; }

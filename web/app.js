@@ -275,7 +275,7 @@ function startWorker() {
   worker.onmessage = onWorkerMessage;
   worker.onerror = (event) => showError(`the worker failed: ${event.message || 'unknown error'}`);
   worker.postMessage({ type: 'init', threads: settings.threads,
-    relaxed: query.get('relaxed') !== '0' });
+    cores: navigator.hardwareConcurrency, relaxed: query.get('relaxed') !== '0' });
   loadModel(resolve(settings.model), resolve(settings.tokenizer));
 }
 

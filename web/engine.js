@@ -9,10 +9,11 @@ export class EngineError extends Error {}
 export class Engine {
   /** Instantiates the module at `moduleUrl` (an emcc MODULARIZE + EXPORT_ES6 build). One module
    *  holds any number of models: make an Engine on it for each. */
-  static async instantiate(moduleUrl, { relaxed = true } = {}) {
+  static async instantiate(moduleUrl, { relaxed = true, cores = 0 } = {}) {
     const kernel = relaxed ? fetchRelaxedKernel(moduleUrl) : null; // meanwhile
     const factory = (await import(moduleUrl)).default;
-    const module = await factory({ locateFile: (file) => new URL(file, moduleUrl).href });
+    // cores sizes the threaded build's pool of workers (0: this context's hardwareConcurrency)
+    const module = await factory({ locateFile: (file) => new URL(file, moduleUrl).href, cores });
     module.int8Note = relaxed ? useRelaxedKernel(module, await kernel) : 'relaxed=0 in the URL';
     module.int8Kernel = module.UTF8ToString(module._l2c_int8_kernel());
     module.engineUrl = moduleUrl; // RoPE tables sit beside it
@@ -123,6 +124,11 @@ export class Engine {
     }
     if (positions >= seqLen) return "RoPE: run.c's sin/cos";
     return `RoPE: run.c's sin/cos to position ${positions}, then this browser's`;
+  }
+
+  /** The thread count that pays for this model with `cores` cores for its engine. */
+  autoThreads(cores) {
+    return this.m._l2c_auto_threads(this.handle, cores);
   }
 
   /** Uses n threads (0: as many as pay off here); returns the count in use. */

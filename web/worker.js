@@ -6,7 +6,7 @@
 // One worker serves every client on a page (the page, or several widgets): each message carries a
 // `client` id, each model is downloaded and loaded once, and generations run one after another.
 //
-// In:  {type: 'init', threads} | {type: 'load', client, model, tokenizer}
+// In:  {type: 'init', threads, cores, relaxed} | {type: 'load', client, model, tokenizer}
 //      | {type: 'generate', client, params, stopFlag?} | {type: 'stop', client}
 //      | {type: 'clear-cache'}    (stopFlag: a SharedArrayBuffer whose first int32 becomes 1 on Stop)
 // Out: {type: 'progress', client?, what, loaded, total, cached} | {type: 'runtime', engine}
@@ -31,6 +31,7 @@ let runtimeReady = null; // a Promise, made by init: Pyodide with numpy and llam
 let engineReady = null; // a Promise, made by init: engineModule instantiated
 let threaded = false;
 let threadsWanted = 0; // 0 = automatic
+let cores = 1; // the machine's, as the page sees them
 const models = new Map(); // model URL + tokenizer URL -> Promise of {engine, session, ...}
 const clients = new Map(); // client id -> the model entry it uses
 let running = null; // {client, stop} of the generation in progress
@@ -77,14 +78,15 @@ function init(options) {
   // Threads need SharedArrayBuffer (a cross-origin isolated page) and pthread workers, which a
   // worker may only start from its own origin.
   const sameOrigin = new URL(self.location.href).origin === BASE.origin;
-  // Automatic: threads only with cores to spare. With two, the page's own thread and the browser
-  // need one, and two compute threads measured slower than one (`invoke bench`).
-  const cores = navigator.hardwareConcurrency || 1;
-  const wanted = threadsWanted || (cores > 2 ? cores : 1);
+  // Automatic: the engine gets every core but one, which the browser and the page keep (on two
+  // cores, two compute threads measured slower than one: `invoke bench`), and the threaded build
+  // only when that leaves it more than one. The page sends its navigator.hardwareConcurrency.
+  cores = Number(options.cores) || navigator.hardwareConcurrency || 1;
+  const wanted = threadsWanted || cores - 1;
   threaded = self.crossOriginIsolated && sameOrigin && wanted > 1 && cores > 1;
   const relaxed = options.relaxed !== false; // relaxed=0 in the URL forces the SIMD128 kernel
-  engineReady = timed('engine instantiate',
-    () => Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single, { relaxed }))
+  engineReady = timed('engine instantiate', () => Engine.instantiate(
+    threaded ? ENGINE_URLS.threads : ENGINE_URLS.single, { relaxed, cores }))
     .then((module) => { engineModule = module; });
   runtimeReady = startPython();
   Promise.all([engineReady, runtimeReady]).then(
@@ -283,7 +285,8 @@ async function createModel(client, modelSource, tokenizerSource) {
       await remember(tokenizerSource, tokenizerBytes.length,
         (offset, length) => tokenizerBytes.slice(offset, offset + length));
     }
-    const threads = threaded ? engine.setThreads(threadsWanted) : 1;
+    // automatic: what pays for this model (one for a small one) on all cores but one
+    const threads = threaded ? engine.setThreads(threadsWanted || engine.autoThreads(cores - 1)) : 1;
     await runtimeReady.catch((e) => { // not the model's fault: keep its cached bytes
       throw Object.assign(e instanceof Error ? e : new Error(String(e)), { runtime: true });
     });

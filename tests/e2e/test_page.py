@@ -517,3 +517,26 @@ def test_local_model_files(page, console, dev_server):
     click_and_wait(page, "#generate", "done")
     assert output(page) == golden_text(CASES_BY_NAME["greedy_once_n64"])
     assert_clean_done(page)
+
+
+# -- threads: the automatic choice -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cores, model, expected", [
+    (2, "random15M", "WebAssembly SIMD, 1 thread"),  # the browser needs one of two cores
+    (4, "random15M", "WebAssembly SIMD + threads, 3 threads"),
+    (8, "random15M", "WebAssembly SIMD + threads, 7 threads"),
+    (8, "stories260K", "WebAssembly SIMD + threads, 1 thread"),  # 1 MB: waking threads costs more
+])
+def test_automatic_threads_follow_the_cores_and_the_model_size(page, dev_server, random15m, cores,
+                                                               model, expected):
+    """The page's navigator.hardwareConcurrency (emulated here: this machine has 2 cores) and the
+    model's size choose the engine and its thread count, shown under Engine."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Emulation.setHardwareConcurrencyOverride", {"hardwareConcurrency": cores})
+    params = MODEL_260K if model == "stories260K" else {"model": random15m["model"],
+                                                        "tokenizer": random15m["tokenizer"]}
+    open_page(page, dev_server, params, "ready")
+    assert page.evaluate("navigator.hardwareConcurrency") == cores
+    engine = page.locator("#engine").text_content()
+    assert engine.startswith(expected + ";"), engine
