@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,9 +65,6 @@ ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
 GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden", "-Wall",
              "-Wextra", "-shared", "-fPIC"]
 
-DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium"}
-
-
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -106,65 +104,142 @@ def python312() -> str | None:
     return None
 
 
-def pip_missing(modules: list[str]) -> list[str]:
-    import importlib.util
-    return [m for m in modules if importlib.util.find_spec(m) is None]
+class SetupError(SystemExit):
+    """A set-up step that cannot work here: one line that says what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+def run_step(c, command: str, failed: str, env: dict[str, str] | None = None) -> None:
+    """Runs a set-up command, showing its output; a failure becomes one line saying what to do."""
+    if c.run(command, warn=True, env=env or {}).failed:
+        raise SetupError(failed)
 
 
 # -- setup --------------------------------------------------------------------------------------
 
+# Debian packages the build and the tests need, keyed by the command each one provides.
+DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "npm": "npm"}
+# What `pip install -e` adds to the package: the build, serve and test tools.
+PIP_EXTRAS = "dev"
 
-@task
-def setup(c):
-    """Install what a fresh machine lacks: Python and Debian packages, Pyodide, numpy for Pyodide."""
-    if pip_missing(["starlette", "uvicorn", "playwright", "pytest", "httpx", "matplotlib", "wheel"]) or \
-            not (ROOT / "pylib/llama2c" / native_library_name()).exists():
-        say("installing the llama2c package and its dev dependencies")
-        c.run(f"{sys.executable} -m pip install -q -e '.[dev]'")
 
-    missing = [pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None]
-    if missing:
-        command = f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {' '.join(missing)}"
-        if os.geteuid() == 0:
-            say(f"installing Debian packages: {' '.join(missing)}")
-            c.run(command)
-        else:
-            raise SystemExit(f"missing Debian packages; run as root:\n  sudo sh -c '{command}'")
+def python_ready() -> bool:
+    """True when this interpreter has llama2c installed from this checkout, its extras and the
+    native engine built from the current run.c."""
+    import importlib.metadata
 
-    if not (PYODIDE_NPM / "pyodide-lock.json").exists():
-        say(f"fetching the Pyodide {PYODIDE_VERSION} core runtime from the npm registry")
-        CACHE.mkdir(exist_ok=True)
-        c.run(f"cd {CACHE} && npm pack --silent pyodide@{PYODIDE_VERSION}")
-        tarball = CACHE / f"pyodide-{PYODIDE_VERSION}.tgz"
-        with tarfile.open(tarball) as tar:
-            tar.extractall(CACHE / "npm", filter="data")
-        shutil.rmtree(PYODIDE_NPM, ignore_errors=True)
-        (CACHE / "npm/package").rename(PYODIDE_NPM)
-        tarball.unlink()
+    # Look where pip installs, not in pylib/: its llama2c.egg-info (written by an editable
+    # install) has no record of where the package was installed from.
+    installed = [p for p in sys.path if Path(p).resolve() != ROOT / "pylib"]
+    dist = next(iter(importlib.metadata.distributions(name="llama2c", path=installed)), None)
+    if dist is None:
+        return False
+    where = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+    if where != ROOT.as_uri():
+        return False  # installed from another checkout, or not editable
+    for requirement in dist.requires or []:
+        if f'extra == "{PIP_EXTRAS}"' in requirement:
+            try:
+                importlib.metadata.distribution(re.match(r"[\w.-]+", requirement).group())
+            except importlib.metadata.PackageNotFoundError:
+                return False
+    return not newer(ROOT / "pylib/llama2c" / native_library_name(), ROOT / "wasm/run.c")
 
-    fetch_pyodide_wheels()
 
+def setup_python(c) -> None:
+    if python_ready():
+        say(f"skipped: llama2c[{PIP_EXTRAS}] is already installed from this checkout")
+        return
+    if sys.prefix == sys.base_prefix and (Path(sysconfig.get_path("stdlib")) /
+                                          "EXTERNALLY-MANAGED").exists():
+        raise SetupError(f"{sys.executable} is managed by Debian (PEP 668); make a virtual "
+                         "environment first: python3 -m venv ~/.venvs/llama2c && "
+                         ". ~/.venvs/llama2c/bin/activate")
+    say(f"installing llama2c[{PIP_EXTRAS}] from this checkout (pip install -e)")
+    run_step(c, f"{sys.executable} -m pip install -q -e '{ROOT}[{PIP_EXTRAS}]'",
+             "pip could not install the package and its tools (see above); check that PyPI "
+             "is reachable, then run `invoke setup` again")
+
+
+def setup_debian(c) -> None:
+    missing = sorted({pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None})
+    if not missing:
+        say(f"skipped: Debian packages already installed ({', '.join(sorted(set(DEBIAN_PACKAGES.values())))})")
+        return
+    command = ("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+               + " ".join(missing))
+    if os.geteuid() == 0:
+        prefix = ""
+    elif shutil.which("sudo"):
+        prefix = "sudo "
+        command = f"sh -c '{command}'"
+    else:
+        raise SetupError(f"Debian packages missing ({' '.join(missing)}) and no root or sudo "
+                         f"here; have an administrator run: {command}")
+    say(f"installing Debian packages: {' '.join(missing)}")
+    run_step(c, prefix + command,
+             f"apt-get could not install {' '.join(missing)} (see above); check the network "
+             "and Debian's package sources, then run `invoke setup` again")
+
+
+def setup_pyodide_runtime(c) -> None:
+    if (PYODIDE_NPM / "pyodide-lock.json").exists():
+        say(f"skipped: the Pyodide {PYODIDE_VERSION} runtime is already in {PYODIDE_NPM.relative_to(ROOT)}/")
+        return
+    say(f"fetching the Pyodide {PYODIDE_VERSION} core runtime from the npm registry")
+    CACHE.mkdir(exist_ok=True)
+    run_step(c, f"cd {CACHE} && npm pack --silent pyodide@{PYODIDE_VERSION}",
+             f"npm could not fetch pyodide@{PYODIDE_VERSION} (see above); check that the npm "
+             "registry is reachable, then run `invoke setup` again")
+    tarball = CACHE / f"pyodide-{PYODIDE_VERSION}.tgz"
+    with tarfile.open(tarball) as tar:
+        tar.extractall(CACHE / "npm", filter="data")
+    shutil.rmtree(PYODIDE_NPM, ignore_errors=True)
+    (CACHE / "npm/package").rename(PYODIDE_NPM)
+    tarball.unlink()
+
+
+def setup_pyodide_wheels() -> None:
+    """The Pyodide package wheels the page needs, verified against Pyodide's own lock file."""
+    from llama2c.fetch import MIRROR_ENV, FetchError, ModelFile, fetch_file
+
+    lock = json.loads((PYODIDE_NPM / "pyodide-lock.json").read_text())
+    dest = CACHE / "pyodide-wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    mirror = os.environ.get(MIRROR_ENV)
+    for name, (filename, size) in PYODIDE_WHEELS.items():
+        entry = lock["packages"][name]
+        assert entry["file_name"] == filename, f"{name}: the lock names {entry['file_name']}"
+        wheel = ModelFile(filename, f"{PYODIDE_FULL}/{filename}", size, entry["sha256"])
+        try:
+            fetch_file(wheel, dest, Path(mirror) if mirror else None, progress=True)
+        except FetchError as e:
+            raise SetupError(f"{e}") from None
+
+
+def setup_pyodide_build(c) -> None:
     py312 = python312()
     if py312 is None:
         say("warning: no Python 3.12 found; the browser wheel will ship uncompiled .py files")
     elif subprocess.run([py312, "-c", "import pyodide_build"], capture_output=True).returncode:
         say("installing pyodide-build for Python 3.12 (for `pyodide py-compile`)")
-        c.run(f"{py312} -m pip install -q pyodide-build==0.39.2 'pyodide-lock[wheel]'")
+        run_step(c, f"{py312} -m pip install -q pyodide-build==0.39.2 'pyodide-lock[wheel]'",
+                 f"pip could not install pyodide-build into {py312} (see above); check that "
+                 "PyPI is reachable, then run `invoke setup` again")
+    else:
+        say(f"skipped: pyodide-build is already installed for {py312}")
 
 
-def fetch_pyodide_wheels() -> None:
-    """The Pyodide package wheels the page needs, verified against Pyodide's own lock file."""
-    from llama2c.fetch import ModelFile, fetch_file
-
-    lock = json.loads((PYODIDE_NPM / "pyodide-lock.json").read_text())
-    dest = CACHE / "pyodide-wheels"
-    dest.mkdir(parents=True, exist_ok=True)
-    mirror = os.environ.get("LLAMA2C_MIRROR")
-    for name, (filename, size) in PYODIDE_WHEELS.items():
-        entry = lock["packages"][name]
-        assert entry["file_name"] == filename, f"{name}: the lock names {entry['file_name']}"
-        wheel = ModelFile(filename, f"{PYODIDE_FULL}/{filename}", size, entry["sha256"])
-        fetch_file(wheel, dest, Path(mirror) if mirror else None, progress=False)
+@task
+def setup(c):
+    """Install what a fresh machine lacks (idempotent: says what it skipped)."""
+    setup_python(c)
+    setup_debian(c)
+    setup_pyodide_runtime(c)
+    setup_pyodide_wheels()
+    setup_pyodide_build(c)
 
 
 # -- native engine ------------------------------------------------------------------------------
@@ -389,7 +464,7 @@ def test(c, k="", x=False):
     setup(c)
     native(c)
     build(c)
-    args = ["-q", "-rfE"] + (["-x"] if x else []) + (["-k", k] if k else [])
+    args = ["-q", "-ra"] + (["-x"] if x else []) + (["-k", k] if k else [])
     c.run(f"{sys.executable} -m pytest {' '.join(args)}", pty=False)
 
 
