@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parent
 # `invoke setup` adds that folder to sys.path only in processes started after it, and setup goes
 # on to use the package in the same process.
 sys.path.insert(0, str(ROOT / "pylib"))
+
+from llama2c.fetch import MIRROR_ENV  # noqa: E402
+from llama2c.toolchain import (BROWSER_ENGINES, CHROMIUM, CHROMIUM_ARGS, ENGINE_SOURCE,  # noqa: E402
+                               LIB_NAME, NATIVE_CFLAGS, NATIVE_LDFLAGS, emcc_flags)
 SITE = ROOT / "site"  # the built static site
 CACHE = ROOT / ".cache"  # downloads and intermediate build products
 MODELS = ROOT / "models"  # models fetched with `invoke fetch-model`
@@ -42,28 +46,6 @@ PYODIDE_FILES = ["pyodide.mjs", "pyodide.js", "pyodide.asm.js", "pyodide.asm.was
 PYODIDE_FULL = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full"
 # Package wheels from the full Pyodide distribution; sha256 is checked against pyodide-lock.json.
 PYODIDE_WHEELS = {"numpy": ("numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl", 3_061_133)}
-
-EMCC_FLAGS = [
-    "-std=c11", "-O3", "-msimd128", "-ffp-contract=off",
-    "-s", "MODULARIZE=1", "-s", "EXPORT_ES6=1", "-s", "ENVIRONMENT=web,worker",
-    "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "MAXIMUM_MEMORY=4GB",
-    "-s", "EXPORTED_FUNCTIONS=" + ",".join(
-        f"_{name}" for name in ["l2c_check", "l2c_load", "l2c_forward", "l2c_config",
-                                "l2c_shared_classifier", "l2c_format", "l2c_group_size",
-                                "l2c_set_threads", "l2c_threads", "l2c_expf",
-                                "l2c_free", "l2c_last_error", "l2c_last_error_code", "malloc",
-                                "free"]),
-    "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
-]
-# The threaded build: workers for all but the calling thread, made when the module starts.
-EMCC_THREAD_FLAGS = [
-    "-pthread", "-Wno-pthreads-mem-growth",
-    "-s", "PTHREAD_POOL_SIZE='Math.min(Math.max((navigator.hardwareConcurrency||2)-1,1),15)'",
-]
-# The two browser engines: threads need a cross-origin isolated page; plain hosts get the first.
-ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
-GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden", "-Wall",
-             "-Wextra", "-shared", "-fPIC"]
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -145,7 +127,7 @@ def python_ready() -> bool:
                 importlib.metadata.distribution(re.match(r"[\w.-]+", requirement).group())
             except importlib.metadata.PackageNotFoundError:
                 return False
-    return not newer(ROOT / "pylib/llama2c" / native_library_name(), ROOT / "wasm/run.c")
+    return not newer(ROOT / "pylib/llama2c" / LIB_NAME, ROOT / "wasm/run.c")
 
 
 def setup_python(c) -> None:
@@ -203,7 +185,7 @@ def setup_pyodide_runtime(c) -> None:
 
 def setup_pyodide_wheels() -> None:
     """The Pyodide package wheels the page needs, verified against Pyodide's own lock file."""
-    from llama2c.fetch import MIRROR_ENV, FetchError, ModelFile, fetch_file
+    from llama2c.fetch import FetchError, ModelFile, fetch_file
 
     lock = json.loads((PYODIDE_NPM / "pyodide-lock.json").read_text())
     dest = CACHE / "pyodide-wheels"
@@ -245,18 +227,14 @@ def setup(c):
 # -- native engine ------------------------------------------------------------------------------
 
 
-def native_library_name() -> str:
-    return "_engine" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
-
-
 @task
 def native(c):
     """Build the native engine library that llama2c.native loads."""
-    source = ROOT / "wasm/run.c"
-    target = ROOT / "pylib/llama2c" / native_library_name()
-    if newer(target, source, Path(__file__)):
-        say(f"gcc {source.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
-        c.run(f"gcc {' '.join(GCC_FLAGS)} -o {target} {source} -lm")
+    source = ROOT / ENGINE_SOURCE
+    target = ROOT / "pylib/llama2c" / LIB_NAME
+    if newer(target, source, ROOT / "pylib/llama2c/toolchain.py"):
+        say(f"gcc {ENGINE_SOURCE} -> {target.relative_to(ROOT)}")
+        c.run(f"gcc {' '.join(NATIVE_CFLAGS)} -o {target} {source} {' '.join(NATIVE_LDFLAGS)}")
     return target
 
 
@@ -316,25 +294,29 @@ def build(c):
 
 
 def build_engine(c) -> None:
-    source = ROOT / "wasm/run.c"
-    for name, extra in ENGINES.items():
+    source = ROOT / ENGINE_SOURCE
+    flags = emcc_flags(source.read_text())
+    for name, extra in BROWSER_ENGINES.items():
         target = SITE / f"engine/{name}.mjs"
-        if newer(target, source, Path(__file__)):
+        if newer(target, source, ROOT / "pylib/llama2c/toolchain.py"):
             target.parent.mkdir(parents=True, exist_ok=True)
-            say(f"emcc wasm/run.c -> engine/{name}.mjs")
-            c.run(f"emcc {' '.join(EMCC_FLAGS + extra)} -o {target} {source}", env=emcc_env())
+            say(f"emcc {ENGINE_SOURCE} -> engine/{name}.mjs")
+            c.run(f"emcc {' '.join(flags + extra)} -o {target} {source}", env=emcc_env())
 
 
 def build_wheel(c) -> Path:
     """The pure-Python llama2c wheel for Pyodide, byte-compiled for its Python 3.12."""
     sources = files_under(ROOT / "pylib/llama2c")
-    sources = [p for p in sources if p.suffix == ".py"] + [ROOT / "pyproject.toml"]
+    sources = [p for p in sources if p.suffix == ".py"] + [ROOT / "pyproject.toml", ROOT / "setup.py"]
     out = CACHE / "wheel"
     stamp = out / "built"
     if not newer(stamp, *sources):
         return next(out.glob("llama2c-*.whl"))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    # setuptools reuses build/lib, where an earlier build may have left modules the browser does
+    # not get (setup.py, NATIVE_ONLY)
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     say("building the llama2c wheel for Pyodide")
     c.run(f"{sys.executable} -m pip wheel -q --no-deps --no-build-isolation -w {out} {ROOT}",
           env={**os.environ, "LLAMA2C_PURE": "1"})
@@ -398,12 +380,6 @@ def serve(c, host="127.0.0.1", port=8000):
 
     say(f"serving {SITE.relative_to(ROOT)}/ on http://{host}:{port}/")
     run_server(SITE, host=host, port=int(port))
-
-
-# Chromium as the machine has it (Debian's package); Playwright never downloads a browser here.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @task
@@ -476,8 +452,8 @@ def test(c, k="", x=False):
             "out": "folder for bench.json and bench.png, default bench-results/"})
 def bench(c, runs=3, quick=False, out="bench-results"):
     """The speed and memory tables: native CLI, scalar baseline and the page, side by side."""
-    sys.path.insert(0, str(ROOT / "tests" / "bench"))
-    from runbench import main as bench_main
+    sys.path.insert(0, str(ROOT / "tests"))
+    from bench.runbench import main as bench_main
 
     if bench_main(runs=int(runs), quick=quick, out=out) != 0:
         raise SystemExit(1)
