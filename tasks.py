@@ -286,8 +286,7 @@ def build(c):
     wheel = build_wheel(c)
     build_pyodide(wheel)
     for source in files_under(ROOT / "web"):
-        if "screenshots" not in source.parts:  # the README's pictures, not part of the site
-            copy_if_newer(source, SITE / source.relative_to(ROOT / "web"))
+        copy_if_newer(source, SITE / source.relative_to(ROOT / "web"))
     for model in sorted(MODELS.glob("*.bin")) if MODELS.exists() else []:
         copy_if_newer(model, SITE / "models" / model.name)
     say(f"site ready in {SITE.relative_to(ROOT)}/ ({len(files_under(SITE))} files)")
@@ -383,7 +382,7 @@ def serve(c, host="127.0.0.1", port=8000):
 
 
 @task
-def screenshots(c, out="web/screenshots"):
+def screenshots(c, out="docs/screenshots"):
     """Screenshots of the real page (desktop and phone width, light and dark) for the README."""
     import threading
 

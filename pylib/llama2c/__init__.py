@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SHAPES": "checkpoint", "Config": "checkpoint", "read_config": "checkpoint",
     "write_checkpoint": "checkpoint",
-    "CheckpointError": "errors", "EngineError": "errors", "Llama2cError": "errors",
-    "TokenizerError": "errors",
+    "CheckpointError": "errors", "EngineError": "errors", "FetchError": "errors",
+    "Llama2cError": "errors", "TokenizerError": "errors",
     "InputRequest": "generate", "Piece": "generate", "Stats": "generate",
     "answer_inputs": "generate", "chat": "generate",
     "Sampler": "sampler",
