@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,12 @@ ROOT = Path(__file__).resolve().parent
 # `invoke setup` adds that folder to sys.path only in processes started after it, and setup goes
 # on to use the package in the same process.
 sys.path.insert(0, str(ROOT / "pylib"))
+
+from llama2c.fetch import MIRROR_ENV  # noqa: E402
+from llama2c.toolchain import (BROWSER_ENGINES, CHROMIUM, CHROMIUM_ARGS, CLANG,  # noqa: E402
+                               ENGINE_SOURCE, KERNEL_HEADER, LIB_NAME, NATIVE_CFLAGS,
+                               NATIVE_LDFLAGS, RELAXED_CFLAGS, RELAXED_GLUE, RELAXED_KERNELS,
+                               RELAXED_SOURCE, ROPE_TABLES, WASM_LD, emcc_flags)
 SITE = ROOT / "site"  # the built static site
 CACHE = ROOT / ".cache"  # downloads and intermediate build products
 MODELS = ROOT / "models"  # models fetched with `invoke fetch-model`
@@ -41,55 +48,6 @@ PYODIDE_FILES = ["pyodide.mjs", "pyodide.js", "pyodide.asm.js", "pyodide.asm.was
 PYODIDE_FULL = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full"
 # Package wheels from the full Pyodide distribution; sha256 is checked against pyodide-lock.json.
 PYODIDE_WHEELS = {"numpy": ("numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl", 3_061_133)}
-
-EMCC_FLAGS = [
-    "-std=c11", "-O3", "-msimd128", "-ffp-contract=off",
-    "-s", "MODULARIZE=1", "-s", "EXPORT_ES6=1", "-s", "ENVIRONMENT=web,worker",
-    "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "MAXIMUM_MEMORY=4GB",
-    "-s", "EXPORTED_FUNCTIONS=" + ",".join(
-        f"_{name}" for name in ["l2c_check", "l2c_load", "l2c_forward", "l2c_config",
-                                "l2c_shared_classifier", "l2c_format", "l2c_group_size",
-                                "l2c_set_threads", "l2c_threads", "l2c_expf",
-                                "l2c_free", "l2c_last_error", "l2c_last_error_code", "malloc",
-                                "free", "l2c_q8_matmul", "l2c_int8_kernel",
-                                "l2c_use_relaxed_kernel", "l2c_use_rope_table",
-                                "l2c_auto_threads"]),
-    "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
-    "--js-library", str(ROOT / "wasm/relaxed_glue.js"),
-]
-# The threaded build: workers for all but the calling thread, made when the module starts.
-EMCC_THREAD_FLAGS = [
-    "-pthread", "-Wno-pthreads-mem-growth",
-    # Module.cores: the page's navigator.hardwareConcurrency, passed in by engine.js
-    "-s", "PTHREAD_POOL_SIZE='Math.min(Math.max((Module.cores||navigator.hardwareConcurrency||2)-1,1),15)'",
-]
-# The two browser engines: threads need a cross-origin isolated page; plain hosts get the first.
-ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
-# RoPE's cos and sin as glibc computes them (run.c's), written by the native engine for the page's,
-# whose libm (musl) differs in the last bit for a few percent of angles: head size -> positions,
-# for the published models (stories260K: 8 and 512; stories15M: 48 and 256; stories42M and
-# stories110M: 64 and 1024). 320 KB in all. Other head sizes, and positions past these, are
-# computed by the browser's engine, and the page says so.
-ROPE_TABLES = {8: 512, 48: 256, 64: 1024}
-GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden", "-Wall",
-             "-Wextra", "-shared", "-fPIC"]
-
-# The int8 kernel with relaxed SIMD (wasm/relaxed.c), which Emscripten 3.1.6 cannot emit: clang 22
-# compiles it and wasm-ld 22 links it by hand, because the clang driver would run Debian's wasm-opt
-# (binaryen 108) after linking, which rewrites relaxed opcodes into invalid code. It imports the
-# engine's memory, shared (with atomics) for the threaded engine.
-CLANG, WASM_LD = "clang-22", "wasm-ld-22"
-RELAXED_CFLAGS = ["--target=wasm32", "-O3", "-msimd128", "-mrelaxed-simd", "-ffp-contract=off",
-                  "-ffreestanding", "-nostdlib", "-Wall", "-Wextra"]
-RELAXED_KERNELS = {  # engine name -> (extra clang flags, extra wasm-ld flags)
-    "llama2c-engine": ([], []),
-    "llama2c-engine-mt": (["-matomics", "-mbulk-memory"],
-                          ["--shared-memory", "--max-memory=4294967296"]),
-}
-
-DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", CLANG: "clang-22",
-                   WASM_LD: "lld-22"}
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -130,82 +88,156 @@ def python312() -> str | None:
     return None
 
 
-def pip_missing(modules: list[str]) -> list[str]:
-    import importlib.util
-    return [m for m in modules if importlib.util.find_spec(m) is None]
+class SetupError(SystemExit):
+    """A set-up step that cannot work here: one line that says what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+def run_step(c, command: str, failed: str, env: dict[str, str] | None = None) -> None:
+    """Runs a set-up command, showing its output; a failure becomes one line saying what to do."""
+    if c.run(command, warn=True, env=env or {}).failed:
+        raise SetupError(failed)
 
 
 # -- setup --------------------------------------------------------------------------------------
 
+# Debian packages the build and the tests need, keyed by the command each one provides.
+DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "npm": "npm", CLANG: "clang-22",
+                   WASM_LD: "lld-22"}
+# What `pip install -e` adds to the package: the build, serve and test tools.
+PIP_EXTRAS = "dev"
 
-@task
-def setup(c):
-    """Install what a fresh machine lacks: Python and Debian packages, Pyodide, numpy for Pyodide."""
-    if pip_missing(["starlette", "uvicorn", "playwright", "pytest", "httpx", "matplotlib", "wheel"]) or \
-            not (ROOT / "pylib/llama2c" / native_library_name()).exists():
-        say("installing the llama2c package and its dev dependencies")
-        c.run(f"{sys.executable} -m pip install -q -e '.[dev]'")
 
-    missing = [pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None]
-    if missing:
-        command = f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {' '.join(missing)}"
-        if os.geteuid() == 0:
-            say(f"installing Debian packages: {' '.join(missing)}")
-            c.run(command)
-        else:
-            raise SystemExit(f"missing Debian packages; run as root:\n  sudo sh -c '{command}'")
+def python_ready() -> bool:
+    """True when this interpreter has llama2c installed from this checkout, its extras and the
+    native engine built from the current run.c."""
+    import importlib.metadata
 
-    if not (PYODIDE_NPM / "pyodide-lock.json").exists():
-        say(f"fetching the Pyodide {PYODIDE_VERSION} core runtime from the npm registry")
-        CACHE.mkdir(exist_ok=True)
-        c.run(f"cd {CACHE} && npm pack --silent pyodide@{PYODIDE_VERSION}")
-        tarball = CACHE / f"pyodide-{PYODIDE_VERSION}.tgz"
-        with tarfile.open(tarball) as tar:
-            tar.extractall(CACHE / "npm", filter="data")
-        shutil.rmtree(PYODIDE_NPM, ignore_errors=True)
-        (CACHE / "npm/package").rename(PYODIDE_NPM)
-        tarball.unlink()
+    # Look where pip installs, not in pylib/: its llama2c.egg-info (written by an editable
+    # install) has no record of where the package was installed from.
+    installed = [p for p in sys.path if Path(p).resolve() != ROOT / "pylib"]
+    dist = next(iter(importlib.metadata.distributions(name="llama2c", path=installed)), None)
+    if dist is None:
+        return False
+    where = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+    if where != ROOT.as_uri():
+        return False  # installed from another checkout, or not editable
+    for requirement in dist.requires or []:
+        if f'extra == "{PIP_EXTRAS}"' in requirement:
+            try:
+                importlib.metadata.distribution(re.match(r"[\w.-]+", requirement).group())
+            except importlib.metadata.PackageNotFoundError:
+                return False
+    return not newer(ROOT / "pylib/llama2c" / LIB_NAME, ROOT / "wasm/run.c")
 
-    fetch_pyodide_wheels()
 
+def setup_python(c) -> None:
+    if python_ready():
+        say(f"skipped: llama2c[{PIP_EXTRAS}] is already installed from this checkout")
+        return
+    if sys.prefix == sys.base_prefix and (Path(sysconfig.get_path("stdlib")) /
+                                          "EXTERNALLY-MANAGED").exists():
+        raise SetupError(f"{sys.executable} is managed by Debian (PEP 668); make a virtual "
+                         "environment first: python3 -m venv ~/.venvs/llama2c && "
+                         ". ~/.venvs/llama2c/bin/activate")
+    say(f"installing llama2c[{PIP_EXTRAS}] from this checkout (pip install -e)")
+    run_step(c, f"{sys.executable} -m pip install -q -e '{ROOT}[{PIP_EXTRAS}]'",
+             "pip could not install the package and its tools (see above); check that PyPI "
+             "is reachable, then run `invoke setup` again")
+
+
+def setup_debian(c) -> None:
+    missing = sorted({pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None})
+    if not missing:
+        say(f"skipped: Debian packages already installed ({', '.join(sorted(set(DEBIAN_PACKAGES.values())))})")
+        return
+    command = ("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+               + " ".join(missing))
+    if os.geteuid() == 0:
+        prefix = ""
+    elif shutil.which("sudo"):
+        prefix = "sudo "
+        command = f"sh -c '{command}'"
+    else:
+        raise SetupError(f"Debian packages missing ({' '.join(missing)}) and no root or sudo "
+                         f"here; have an administrator run: {command}")
+    say(f"installing Debian packages: {' '.join(missing)}")
+    run_step(c, prefix + command,
+             f"apt-get could not install {' '.join(missing)} (see above); check the network "
+             "and Debian's package sources, then run `invoke setup` again")
+
+
+def setup_pyodide_runtime(c) -> None:
+    if (PYODIDE_NPM / "pyodide-lock.json").exists():
+        say(f"skipped: the Pyodide {PYODIDE_VERSION} runtime is already in {PYODIDE_NPM.relative_to(ROOT)}/")
+        return
+    say(f"fetching the Pyodide {PYODIDE_VERSION} core runtime from the npm registry")
+    CACHE.mkdir(exist_ok=True)
+    run_step(c, f"cd {CACHE} && npm pack --silent pyodide@{PYODIDE_VERSION}",
+             f"npm could not fetch pyodide@{PYODIDE_VERSION} (see above); check that the npm "
+             "registry is reachable, then run `invoke setup` again")
+    tarball = CACHE / f"pyodide-{PYODIDE_VERSION}.tgz"
+    with tarfile.open(tarball) as tar:
+        tar.extractall(CACHE / "npm", filter="data")
+    shutil.rmtree(PYODIDE_NPM, ignore_errors=True)
+    (CACHE / "npm/package").rename(PYODIDE_NPM)
+    tarball.unlink()
+
+
+def setup_pyodide_wheels() -> None:
+    """The Pyodide package wheels the page needs, verified against Pyodide's own lock file."""
+    from llama2c.fetch import FetchError, ModelFile, fetch_file
+
+    lock = json.loads((PYODIDE_NPM / "pyodide-lock.json").read_text())
+    dest = CACHE / "pyodide-wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    mirror = os.environ.get(MIRROR_ENV)
+    for name, (filename, size) in PYODIDE_WHEELS.items():
+        entry = lock["packages"][name]
+        assert entry["file_name"] == filename, f"{name}: the lock names {entry['file_name']}"
+        wheel = ModelFile(filename, f"{PYODIDE_FULL}/{filename}", size, entry["sha256"])
+        try:
+            fetch_file(wheel, dest, Path(mirror) if mirror else None, progress=True)
+        except FetchError as e:
+            raise SetupError(f"{e}") from None
+
+
+def setup_pyodide_build(c) -> None:
     py312 = python312()
     if py312 is None:
         say("warning: no Python 3.12 found; the browser wheel will ship uncompiled .py files")
     elif subprocess.run([py312, "-c", "import pyodide_build"], capture_output=True).returncode:
         say("installing pyodide-build for Python 3.12 (for `pyodide py-compile`)")
-        c.run(f"{py312} -m pip install -q pyodide-build==0.39.2 'pyodide-lock[wheel]'")
+        run_step(c, f"{py312} -m pip install -q pyodide-build==0.39.2 'pyodide-lock[wheel]'",
+                 f"pip could not install pyodide-build into {py312} (see above); check that "
+                 "PyPI is reachable, then run `invoke setup` again")
+    else:
+        say(f"skipped: pyodide-build is already installed for {py312}")
 
 
-def fetch_pyodide_wheels() -> None:
-    """The Pyodide package wheels the page needs, verified against Pyodide's own lock file."""
-    from llama2c.fetch import ModelFile, fetch_file
-
-    lock = json.loads((PYODIDE_NPM / "pyodide-lock.json").read_text())
-    dest = CACHE / "pyodide-wheels"
-    dest.mkdir(parents=True, exist_ok=True)
-    mirror = os.environ.get("LLAMA2C_MIRROR")
-    for name, (filename, size) in PYODIDE_WHEELS.items():
-        entry = lock["packages"][name]
-        assert entry["file_name"] == filename, f"{name}: the lock names {entry['file_name']}"
-        wheel = ModelFile(filename, f"{PYODIDE_FULL}/{filename}", size, entry["sha256"])
-        fetch_file(wheel, dest, Path(mirror) if mirror else None, progress=False)
+@task
+def setup(c):
+    """Install what a fresh machine lacks (idempotent: says what it skipped)."""
+    setup_python(c)
+    setup_debian(c)
+    setup_pyodide_runtime(c)
+    setup_pyodide_wheels()
+    setup_pyodide_build(c)
 
 
 # -- native engine ------------------------------------------------------------------------------
 
 
-def native_library_name() -> str:
-    return "_engine" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
-
-
 @task
 def native(c):
     """Build the native engine library that llama2c.native loads."""
-    source = ROOT / "wasm/run.c"
-    target = ROOT / "pylib/llama2c" / native_library_name()
-    if newer(target, source, ROOT / "wasm/q8.h", Path(__file__)):
-        say(f"gcc {source.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
-        c.run(f"gcc {' '.join(GCC_FLAGS)} -o {target} {source} -lm")
+    source = ROOT / ENGINE_SOURCE
+    target = ROOT / "pylib/llama2c" / LIB_NAME
+    if newer(target, source, ROOT / KERNEL_HEADER, ROOT / "pylib/llama2c/toolchain.py"):
+        say(f"gcc {ENGINE_SOURCE} -> {target.relative_to(ROOT)}")
+        c.run(f"gcc {' '.join(NATIVE_CFLAGS)} -o {target} {source} {' '.join(NATIVE_LDFLAGS)}")
     return target
 
 
@@ -257,29 +289,31 @@ def build(c):
     wheel = build_wheel(c)
     build_pyodide(wheel)
     for source in files_under(ROOT / "web"):
-        if "screenshots" not in source.parts:  # the README's pictures, not part of the site
-            copy_if_newer(source, SITE / source.relative_to(ROOT / "web"))
+        copy_if_newer(source, SITE / source.relative_to(ROOT / "web"))
     for model in sorted(MODELS.glob("*.bin")) if MODELS.exists() else []:
         copy_if_newer(model, SITE / "models" / model.name)
     say(f"site ready in {SITE.relative_to(ROOT)}/ ({len(files_under(SITE))} files)")
 
 
 def build_engine(c) -> None:
-    source = ROOT / "wasm/run.c"
-    inputs = [source, ROOT / "wasm/q8.h", ROOT / "wasm/relaxed_glue.js", Path(__file__)]
-    for name, extra in ENGINES.items():
+    source = ROOT / ENGINE_SOURCE
+    flags = emcc_flags(source.read_text())
+    inputs = [source, ROOT / KERNEL_HEADER, ROOT / RELAXED_GLUE, ROOT / "pylib/llama2c/toolchain.py"]
+    for name, extra in BROWSER_ENGINES.items():
         target = SITE / f"engine/{name}.mjs"
         if newer(target, *inputs):
             target.parent.mkdir(parents=True, exist_ok=True)
-            say(f"emcc wasm/run.c -> engine/{name}.mjs")
-            c.run(f"emcc {' '.join(EMCC_FLAGS + extra)} -o {target} {source}", env=emcc_env())
+            say(f"emcc {ENGINE_SOURCE} -> engine/{name}.mjs")
+            with c.cd(str(ROOT)):  # the flags name files relative to the checkout
+                c.run(f"emcc {' '.join(flags + extra)} -o {target} {source}", env=emcc_env())
         build_relaxed_kernel(c, name)
     build_rope_tables(c)
 
 
 def build_rope_tables(c) -> None:
-    """engine/rope-<head size>.bin: (positions, head_size / 2, 2) float32 cos, sin; and
-    engine/rope.json, {head size: positions}, the list the page reads first."""
+    """engine/rope-<head size>.bin: (positions, head_size / 2, 2) float32 cos, sin, written by the
+    native engine (glibc's cosf and sinf, as run.c); and engine/rope.json, {head size: positions},
+    the list the page reads first."""
     library = native(c)
     index = SITE / "engine/rope.json"
     text = json.dumps({str(k): v for k, v in ROPE_TABLES.items()})
@@ -295,14 +329,14 @@ def build_rope_tables(c) -> None:
 
 def build_relaxed_kernel(c, engine: str) -> None:
     """wasm/relaxed.c -> engine/<engine>-relaxed.wasm, for that engine's memory."""
-    source = ROOT / "wasm/relaxed.c"
+    source = ROOT / RELAXED_SOURCE
     target = SITE / f"engine/{engine}-relaxed.wasm"
-    if not newer(target, source, ROOT / "wasm/q8.h", Path(__file__)):
+    if not newer(target, source, ROOT / KERNEL_HEADER, ROOT / "pylib/llama2c/toolchain.py"):
         return
     cflags, ldflags = RELAXED_KERNELS[engine]
     obj = CACHE / f"{engine}-relaxed.o"
     obj.parent.mkdir(parents=True, exist_ok=True)
-    say(f"{CLANG} wasm/relaxed.c -> engine/{target.name}")
+    say(f"{CLANG} {RELAXED_SOURCE} -> engine/{target.name}")
     c.run(f"{CLANG} {' '.join(RELAXED_CFLAGS + cflags)} -c {source} -o {obj}")
     c.run(f"{WASM_LD} --no-entry --import-memory {' '.join(ldflags)} {obj} -o {target}")
 
@@ -310,13 +344,16 @@ def build_relaxed_kernel(c, engine: str) -> None:
 def build_wheel(c) -> Path:
     """The pure-Python llama2c wheel for Pyodide, byte-compiled for its Python 3.12."""
     sources = files_under(ROOT / "pylib/llama2c")
-    sources = [p for p in sources if p.suffix == ".py"] + [ROOT / "pyproject.toml"]
+    sources = [p for p in sources if p.suffix == ".py"] + [ROOT / "pyproject.toml", ROOT / "setup.py"]
     out = CACHE / "wheel"
     stamp = out / "built"
     if not newer(stamp, *sources):
         return next(out.glob("llama2c-*.whl"))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    # setuptools reuses build/lib, where an earlier build may have left modules the browser does
+    # not get (setup.py, NATIVE_ONLY)
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     say("building the llama2c wheel for Pyodide")
     c.run(f"{sys.executable} -m pip wheel -q --no-deps --no-build-isolation -w {out} {ROOT}",
           env={**os.environ, "LLAMA2C_PURE": "1"})
@@ -382,14 +419,8 @@ def serve(c, host="127.0.0.1", port=8000):
     run_server(SITE, host=host, port=int(port))
 
 
-# Chromium as the machine has it (Debian's package); Playwright never downloads a browser here.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
 @task
-def screenshots(c, out="web/screenshots"):
+def screenshots(c, out="docs/screenshots"):
     """Screenshots of the real page (desktop and phone width, light and dark) for the README."""
     import threading
 
@@ -446,7 +477,7 @@ def test(c, k="", x=False):
     setup(c)
     native(c)
     build(c)
-    args = ["-q", "-rfE"] + (["-x"] if x else []) + (["-k", k] if k else [])
+    args = ["-q", "-ra"] + (["-x"] if x else []) + (["-k", k] if k else [])
     c.run(f"{sys.executable} -m pytest {' '.join(args)}", pty=False)
 
 
@@ -458,8 +489,8 @@ def test(c, k="", x=False):
             "out": "folder for bench.json and bench.png, default bench-results/"})
 def bench(c, runs=3, quick=False, out="bench-results"):
     """The speed and memory tables: native CLI, scalar baseline and the page, side by side."""
-    sys.path.insert(0, str(ROOT / "tests" / "bench"))
-    from runbench import main as bench_main
+    sys.path.insert(0, str(ROOT / "tests"))
+    from bench.runbench import main as bench_main
 
     if bench_main(runs=int(runs), quick=quick, out=out) != 0:
         raise SystemExit(1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +54,6 @@ def stories15m_shaped(make_model) -> Path:
 
 
 # -- helpers shared by the core test files -------------------------------------------------------
-
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 STORIES260K = MODELS / "stories260K.bin"
 TOK512 = MODELS / "tok512.bin"

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN, MODELS, STORIES260K, TOK512, run_cli
-from llama2c import BOS, EOS, Sampler, Stats, Tokenizer, answer_inputs, chat, generate
+from llama2c import BOS, EOS, Sampler, Stats, Tokenizer, answer_inputs, chat
+from llama2c.generate import generate
 from llama2c.native import NativeModel
 
 CASES_FILE = GOLDEN / "stories260K" / "cases.json"

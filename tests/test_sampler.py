@@ -12,6 +12,7 @@ import pytest
 from llama2c import Sampler
 from llama2c import native
 from llama2c import sampler as sm
+from llama2c.toolchain import ENGINE_CFLAGS, WARNINGS
 
 C_SOURCE = Path(__file__).with_name("c") / "sampler_ref.c"
 MASK64 = (1 << 64) - 1
@@ -20,8 +21,8 @@ MASK64 = (1 << 64) - 1
 @pytest.fixture(scope="module")
 def sampler_ref(tmp_path_factory) -> Path:
     exe = tmp_path_factory.mktemp("sampler_ref") / "sampler_ref"
-    subprocess.run(["gcc", "-std=c11", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
-                    str(C_SOURCE), "-o", str(exe), "-lm"], check=True, capture_output=True)
+    subprocess.run(["gcc", *ENGINE_CFLAGS, *WARNINGS, "-Werror", str(C_SOURCE), "-o", str(exe),
+                    "-lm"], check=True, capture_output=True)
     return exe
 
 

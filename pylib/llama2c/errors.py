@@ -15,3 +15,7 @@ class TokenizerError(Llama2cError):
 
 class EngineError(Llama2cError):
     """The engine refused a call: a token or position out of range, or no memory."""
+
+
+class FetchError(Llama2cError):
+    """A model or package file could not be downloaded, copied from a mirror, or verified."""

@@ -30,13 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
+from .errors import FetchError
+
 MIRROR_ENV = "LLAMA2C_MIRROR"
 TIMEOUT_SECONDS = 30.0
 CHUNK_BYTES = 1 << 20
-
-
-class FetchError(Exception):
-    """A model file could not be obtained or did not verify."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ class Piece:
     """Something run.c prints: a decoded token (token >= 0) or a chat prompt/newline (token -1)."""
 
     data: bytes  # the exact bytes run.c writes to stdout
-    text: str  # the same as text; a UTF-8 character split across pieces arrives whole, later
+    text: str  # `data` decoded; a UTF-8 character split across pieces arrives whole, in the later one
     token: int = -1
     pos: int = -1
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import sysconfig
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import Config
 from .errors import CheckpointError, EngineError
+from .toolchain import LIB_NAME
 
 ENGINE_ENV = "LLAMA2C_ENGINE"  # path of an engine library to use instead of the packaged one
 THREADS_ENV = "LLAMA2C_THREADS"  # threads to compute with; unset or 0 = automatic
-LIB_NAME = "_engine" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
 
 # l2c_* error codes (wasm/run.c section 1) that mean the checkpoint itself is bad
 _CHECKPOINT_CODES = {2, 3, 4}

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from llama2c.toolchain import CHROMIUM, CHROMIUM_ARGS
+
 from .pageutil import MODELS, PROBE_SCRIPT, RESULTS, ROOT, SITE, WEB
 
-CHROMIUM = os.environ.get("LLAMA2C_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 # -- the built site -----------------------------------------------------------------------------

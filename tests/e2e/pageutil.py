@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from conftest import SHARED
+
 ROOT = Path(__file__).resolve().parents[2]  # the project
 SITE = ROOT / "site"  # what `invoke build` writes
 WEB = ROOT / "web"
-SHARED = Path(os.environ.get("LLAMA2C_SHARED", ROOT.parent / "shared")).resolve()
 MODELS = SHARED / "models"
 GOLDEN = SHARED / "golden" / "stories260K"
 RESULTS = ROOT / "test-results"  # screenshots of failed tests

@@ -1,7 +1,7 @@
 """Accessibility: axe-core on the page (desktop, phone, dark) and on the embed, and the page driven
 by the keyboard alone.
 
-axe-core comes from the npm registry (`npm install --prefix .cache/node axe-core@4`, done by the
+axe-core comes from the npm registry (`npm install --prefix .cache/node axe-core@4.14.1`, done by the
 `axe_script` fixture when missing). Violations of impact 'serious' or 'critical' fail; all of them
 are printed.
 """

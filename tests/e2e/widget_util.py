@@ -10,7 +10,7 @@ second origin for host pages, fresh browser contexts, and axe-core.
 - `fresh_context(**options)`: a new browser context (empty HTTP cache, empty Cache Storage), closed
   after the test; `open_tab(request, context)` a tab in it whose browser errors fail the test, as in
   conftest.py.
-- `axe_script`: the path of axe.min.js from the npm registry's axe-core@4, installed into
+- `axe_script`: the path of axe.min.js from the npm registry's axe-core (AXE_VERSION), installed into
   .cache/node (git-ignored) on first use.
 
 Import the fixtures into a test module (`from .widget_util import site_server  # noqa: F401`).
@@ -34,8 +34,10 @@ from .conftest import ConsoleLog
 from .pageutil import LOAD_TIMEOUT_MS, PROBE_SCRIPT, ROOT
 
 NODE_PREFIX = ROOT / ".cache" / "node"  # git-ignored; `npm install --prefix` puts packages here
-AXE_SPEC = "axe-core@4"
-AXE_SCRIPT = NODE_PREFIX / "node_modules" / "axe-core" / "axe.min.js"
+AXE_VERSION = "4.14.1"  # pinned: a new axe release adds rules, which would change what passes
+AXE_SPEC = f"axe-core@{AXE_VERSION}"
+AXE_PACKAGE = NODE_PREFIX / "node_modules" / "axe-core"
+AXE_SCRIPT = AXE_PACKAGE / "axe.min.js"
 AXE_INSTALL = ["npm", "install", "--prefix", str(NODE_PREFIX), "--no-save", "--no-audit",
                "--no-fund", "--no-package-lock", AXE_SPEC]
 
@@ -272,9 +274,9 @@ def widget_info(target, id_: str) -> dict:
 
 @pytest.fixture(scope="session")
 def axe_script() -> Path:
-    """axe.min.js: the existing install in .cache/node, or `npm install` of axe-core@4 there.
-    A failed install fails the tests (it is not a reason to skip accessibility)."""
-    if not AXE_SCRIPT.is_file():
+    """axe.min.js of AXE_VERSION: the existing install in .cache/node, or `npm install` of it
+    there. A failed install fails the tests (it is not a reason to skip accessibility)."""
+    if installed_axe_version() != AXE_VERSION or not AXE_SCRIPT.is_file():
         npm = shutil.which("npm")
         if npm is None:
             pytest.fail("npm is not installed: it is needed to install axe-core "
@@ -282,10 +284,17 @@ def axe_script() -> Path:
         NODE_PREFIX.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run([npm, *AXE_INSTALL[1:]], check=False, capture_output=True, text=True,
                               timeout=300)
-        if proc.returncode != 0 or not AXE_SCRIPT.is_file():
+        if proc.returncode != 0 or installed_axe_version() != AXE_VERSION:
             pytest.fail(f"could not install axe-core with `{' '.join(AXE_INSTALL)}` "
                         f"(exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False)
     return AXE_SCRIPT
+
+
+def installed_axe_version() -> str | None:
+    try:
+        return json.loads((AXE_PACKAGE / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def run_axe(target, axe_path: Path, context: str | None = None) -> dict:

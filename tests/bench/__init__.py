@@ -1,0 +1,9 @@
+"""The benchmark behind `invoke bench`, one module per job (pytest collects nothing here):
+
+    common.py      settings, paths, the Row and Table the results go into
+    models.py      the models measured: generated shapes, their int8 copies, real ones
+    native_runs.py the command line and the in-process loop, timed, with peak memory
+    page_runs.py   the built site on two servers, driven in Chromium through Playwright
+    tables.py      the printed tables, bench.json and the chart
+    runbench.py    what runs in which order: preflight, native rows, page rows, output
+"""
