@@ -486,11 +486,12 @@ def test(c, k="", x=False):
 
 @task(help={"runs": "runs per measurement (the tables show the median), default 3",
             "quick": "a fast smoke run: the stories15M shape only, one run",
-            "out": "folder for bench.json and bench.png, default bench-results/"})
-def bench(c, runs=3, quick=False, out="bench-results"):
+            "out": "folder for bench.json and bench.png, default bench-results/",
+            "targets_only": "only the issue-13 target table (paired ratios), with --runs rounds"})
+def bench(c, runs=3, quick=False, out="bench-results", targets_only=False):
     """The speed and memory tables: native CLI, scalar baseline and the page, side by side."""
     sys.path.insert(0, str(ROOT / "tests"))
     from bench.runbench import main as bench_main
 
-    if bench_main(runs=int(runs), quick=quick, out=out) != 0:
+    if bench_main(runs=int(runs), quick=quick, out=out, targets_only=targets_only) != 0:
         raise SystemExit(1)

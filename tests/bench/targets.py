@@ -26,33 +26,22 @@ import dataclasses
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "site"
-SHARED = Path(os.environ.get("LLAMA2C_SHARED", ROOT.parent / "shared")).resolve()
-CHROMIUM = os.environ.get("LLAMA2C_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCALAR_FLAGS = ["-std=c11", "-O3", "-DL2C_SCALAR", "-ffp-contract=off", "-pthread", "-shared",
-                "-fPIC"]
-PROMPT = "Once upon a time"
-STEPS = 256
+from llama2c.toolchain import CHROMIUM, CHROMIUM_ARGS
+
+from .common import PROMPT, ROOT, SEED, SHARED, SITE, STEPS, TOPP, checkout_env, say
+from .models import compile_scalar
+from .page_runs import dev_server, link_or_copy
+
 GREEDY = ["-t", "0"]
-SAMPLING = ["-t", "1", "-p", "0.9", "-s", "42"]
+SAMPLING = ["-t", "1", "-p", TOPP, "-s", SEED]
 FLAT_EMBEDDING_SCALE = 0.03  # random_weights' default 0.3 gives logits of std ~5; this ~0.5
 PAGE_TIMEOUT_MS = 300_000
-
-
-def say(message: str) -> None:
-    print(f"» {message}", flush=True)
 
 
 # -- what is measured ---------------------------------------------------------------------------
@@ -85,7 +74,7 @@ class Line:
 
 def cli_tokps(model: Path, tokenizer: Path, args: list[str], engine: Path | None = None) -> float:
     """tok/s of `llama2c run` on one thread, as run.c reports it (stderr)."""
-    env = {**os.environ, "LLAMA2C_THREADS": "1", "PYTHONPATH": str(ROOT / "pylib")}
+    env = checkout_env({**os.environ, "LLAMA2C_THREADS": "1"})
     if engine:
         env["LLAMA2C_ENGINE"] = str(engine)
     command = [sys.executable, "-m", "llama2c", "run", str(model), "-z", str(tokenizer), *args,
@@ -110,31 +99,6 @@ new MutationObserver((records, observer) => {
   }
 }).observe(document, { subtree: true, childList: true, characterData: true });
 """
-
-
-class Server:
-    """The dev server (COOP/COEP) on a folder, in a thread."""
-
-    def __init__(self, folder: Path):
-        import uvicorn
-
-        from llama2c.devserver import create_app
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(create_app(folder), log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
 
 
 def page_run(context, base: str, model: str, tokenizer: str, args: list[str]) -> dict:
@@ -178,15 +142,8 @@ def make_models(folder: Path) -> dict[str, Path]:
     int8 = folder / "peaked15M_q80.bin"
     quantize_checkpoint(peaked, int8)
     tokenizer = folder / "tokenizer.bin"
-    os.link(SHARED / "models/tokenizer.bin", tokenizer)
+    link_or_copy(SHARED / "models/tokenizer.bin", tokenizer)
     return {"peaked": peaked, "flat": flat, "int8": int8, "tokenizer": tokenizer}
-
-
-def compile_scalar(folder: Path) -> Path:
-    target = folder / "scalar-engine.so"
-    subprocess.run(["gcc", *SCALAR_FLAGS, "-o", str(target), str(ROOT / "wasm/run.c"), "-lm"],
-                   check=True)
-    return target
 
 
 def link_site(target: Path, models: dict[str, Path]) -> None:
@@ -197,11 +154,11 @@ def link_site(target: Path, models: dict[str, Path]) -> None:
             dest.mkdir(parents=True, exist_ok=True)
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.link(source, dest)
+            link_or_copy(source, dest)
     for path in models.values():
         dest = target / "models" / path.name
         if not dest.exists():
-            os.link(path, dest)
+            link_or_copy(path, dest)
 
 
 # -- int8 quality ---------------------------------------------------------------------------------
@@ -247,7 +204,7 @@ def measure(rounds: int) -> tuple[list[Line], dict]:
         models = make_models(tmp / "models")
         scalar = compile_scalar(tmp)
         link_site(tmp / "site", models)
-        server = Server(tmp / "site")
+        server = dev_server(tmp / "site")
         url = {key: f"models/{path.name}" for key, path in models.items()}
         tok = models["tokenizer"]
         results: dict[str, list] = {}
@@ -346,11 +303,13 @@ def table(lines: list[Line], extra: dict) -> list[str]:
     return out
 
 
-def main(rounds: int = 3) -> list[str]:
+def main(rounds: int = 3, out: Path | None = None) -> list[str]:
+    """Measures and returns the printed table; writes targets.json into `out` when given."""
     lines, extra = measure(rounds)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "targets.json").write_text(json.dumps(
+            {"lines": [dataclasses.asdict(line) for line in lines], **extra}, indent=1))
     return table(lines, extra)
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "pylib"))
-    print("\n".join(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)))
