@@ -153,6 +153,30 @@ static inline int32_t q8_dot_plain(const int8_t* x, const int8_t* w, int count) 
     return sum;
 }
 
+/* One group's exact dot product: in vectors when it is whole vectors, else one value at a time. */
+static inline int32_t q8_group_dot(const int8_t* x, const int8_t* w, int gs) {
+    if (gs % 16) return q8_dot_plain(x, w, gs);
+    q8_acc a = q8_zero();
+    for (int j = 0; j < gs; j += 16) a = q8_madd(a, q8_prepare(x + j), w + j);
+    q8_v4i t = q8_total(a);
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+/* Rows one at a time: any group size (and the rows q8_rows_wide leaves over). */
+static void q8_rows_one_by_one(float* out, const int8_t* xq, const float* xs, const int8_t* wq,
+                               const float* ws, int n, int gs, int begin, int end) {
+    int groups = n / gs;
+    for (int i = begin; i < end; i++) {
+        const int8_t* w = wq + (int64_t)i * n;
+        float val = 0.0f;
+        for (int g = 0; g < groups; g++) {
+            int32_t ival = q8_group_dot(xq + g * gs, w + g * gs, gs);
+            val += ((float)ival) * q8_load_float(ws + (int64_t)i * groups + g) * xs[g];
+        }
+        out[i] = val;
+    }
+}
+
 /*
  * Groups of a multiple of 16 values (group size 32 or 64: every published model's): rows four at
  * a time, float lane r holding row i + r's sum.
@@ -184,18 +208,7 @@ static void q8_rows_wide(float* out, const int8_t* xq, const float* xs, const in
         }
         __builtin_memcpy(out + i, &val, sizeof(val));
     }
-    for (; i < end; i++) { /* rows after the last block of four */
-        const int8_t* w = wq + (int64_t)i * n;
-        float val = 0.0f;
-        for (int g = 0; g < groups; g++) {
-            q8_acc a = q8_zero();
-            for (int j = g * gs; j < (g + 1) * gs; j += 16) a = q8_madd(a, q8_prepare(xq + j), w + j);
-            q8_v4i t = q8_total(a);
-            int32_t ival = (t[0] + t[1]) + (t[2] + t[3]);
-            val += ((float)ival) * q8_load_float(ws + (int64_t)i * groups + g) * xs[g];
-        }
-        out[i] = val;
-    }
+    q8_rows_one_by_one(out, xq, xs, wq, ws, n, gs, i, end); /* rows after the last block of 4 */
 }
 
 /*
@@ -236,20 +249,6 @@ static void q8_rows_quads(float* out, const int8_t* xq, const float* xs, const i
     }
 }
 
-/* Any other group size: each group's dot product one value at a time. */
-static void q8_rows_plain(float* out, const int8_t* xq, const float* xs, const int8_t* wq,
-                          const float* ws, int n, int gs, int begin, int end) {
-    int groups = n / gs;
-    for (int i = begin; i < end; i++) {
-        const int8_t* w = wq + (int64_t)i * n;
-        float val = 0.0f;
-        for (int g = 0; g < groups; g++) {
-            int32_t ival = q8_dot_plain(xq + g * gs, w + g * gs, gs);
-            val += ((float)ival) * q8_load_float(ws + (int64_t)i * groups + g) * xs[g];
-        }
-        out[i] = val;
-    }
-}
 
 /*
  * W (d, n) int8 @ x (n,) int8 -> out (d,), rows [begin, end). wq: the matrix's int8 values,
@@ -260,7 +259,7 @@ static inline void q8_matmul_rows(float* out, const int8_t* xq, const float* xs,
                                   const float* ws, int n, int gs, int begin, int end) {
     if (gs % 16 == 0) q8_rows_wide(out, xq, xs, wq, ws, n, gs, begin, end);
     else if (gs % 4 == 0) q8_rows_quads(out, xq, xs, wq, ws, n, gs, begin, end);
-    else q8_rows_plain(out, xq, xs, wq, ws, n, gs, begin, end);
+    else q8_rows_one_by_one(out, xq, xs, wq, ws, n, gs, begin, end);
 }
 
 #endif /* L2C_Q8_H */
