@@ -44,6 +44,7 @@ toolchain = load_toolchain()
 ENGINE = Extension(
     "llama2c._engine",
     sources=[str(toolchain.ENGINE_SOURCE)],
+    depends=[str(toolchain.KERNEL_HEADER)],
     extra_compile_args=toolchain.NATIVE_CFLAGS,
     extra_link_args=toolchain.NATIVE_LDFLAGS,
 )

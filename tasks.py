@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "pylib"))
 
 from llama2c.fetch import MIRROR_ENV  # noqa: E402
-from llama2c.toolchain import (BROWSER_ENGINES, CHROMIUM, CHROMIUM_ARGS, ENGINE_SOURCE,  # noqa: E402
-                               LIB_NAME, NATIVE_CFLAGS, NATIVE_LDFLAGS, emcc_flags)
+from llama2c.toolchain import (BROWSER_ENGINES, CHROMIUM, CHROMIUM_ARGS, CLANG,  # noqa: E402
+                               ENGINE_SOURCE, KERNEL_HEADER, LIB_NAME, NATIVE_CFLAGS,
+                               NATIVE_LDFLAGS, RELAXED_CFLAGS, RELAXED_GLUE, RELAXED_KERNELS,
+                               RELAXED_SOURCE, ROPE_TABLES, WASM_LD, emcc_flags)
 SITE = ROOT / "site"  # the built static site
 CACHE = ROOT / ".cache"  # downloads and intermediate build products
 MODELS = ROOT / "models"  # models fetched with `invoke fetch-model`
@@ -102,7 +104,8 @@ def run_step(c, command: str, failed: str, env: dict[str, str] | None = None) ->
 # -- setup --------------------------------------------------------------------------------------
 
 # Debian packages the build and the tests need, keyed by the command each one provides.
-DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "npm": "npm"}
+DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "npm": "npm", CLANG: "clang-22",
+                   WASM_LD: "lld-22"}
 # What `pip install -e` adds to the package: the build, serve and test tools.
 PIP_EXTRAS = "dev"
 
@@ -232,7 +235,7 @@ def native(c):
     """Build the native engine library that llama2c.native loads."""
     source = ROOT / ENGINE_SOURCE
     target = ROOT / "pylib/llama2c" / LIB_NAME
-    if newer(target, source, ROOT / "pylib/llama2c/toolchain.py"):
+    if newer(target, source, ROOT / KERNEL_HEADER, ROOT / "pylib/llama2c/toolchain.py"):
         say(f"gcc {ENGINE_SOURCE} -> {target.relative_to(ROOT)}")
         c.run(f"gcc {' '.join(NATIVE_CFLAGS)} -o {target} {source} {' '.join(NATIVE_LDFLAGS)}")
     return target
@@ -295,12 +298,47 @@ def build(c):
 def build_engine(c) -> None:
     source = ROOT / ENGINE_SOURCE
     flags = emcc_flags(source.read_text())
+    inputs = [source, ROOT / KERNEL_HEADER, ROOT / RELAXED_GLUE, ROOT / "pylib/llama2c/toolchain.py"]
     for name, extra in BROWSER_ENGINES.items():
         target = SITE / f"engine/{name}.mjs"
-        if newer(target, source, ROOT / "pylib/llama2c/toolchain.py"):
+        if newer(target, *inputs):
             target.parent.mkdir(parents=True, exist_ok=True)
             say(f"emcc {ENGINE_SOURCE} -> engine/{name}.mjs")
-            c.run(f"emcc {' '.join(flags + extra)} -o {target} {source}", env=emcc_env())
+            with c.cd(str(ROOT)):  # the flags name files relative to the checkout
+                c.run(f"emcc {' '.join(flags + extra)} -o {target} {source}", env=emcc_env())
+        build_relaxed_kernel(c, name)
+    build_rope_tables(c)
+
+
+def build_rope_tables(c) -> None:
+    """engine/rope-<head size>.bin: (positions, head_size / 2, 2) float32 cos, sin, written by the
+    native engine (glibc's cosf and sinf, as run.c); and engine/rope.json, {head size: positions},
+    the list the page reads first."""
+    library = native(c)
+    index = SITE / "engine/rope.json"
+    text = json.dumps({str(k): v for k, v in ROPE_TABLES.items()})
+    if not index.exists() or index.read_text() != text:
+        index.write_text(text)
+    for head_size, positions in ROPE_TABLES.items():
+        target = SITE / f"engine/rope-{head_size}.bin"
+        if newer(target, library):
+            from llama2c.native import rope_table
+
+            target.write_bytes(rope_table(head_size, positions).astype("<f4").tobytes())
+
+
+def build_relaxed_kernel(c, engine: str) -> None:
+    """wasm/relaxed.c -> engine/<engine>-relaxed.wasm, for that engine's memory."""
+    source = ROOT / RELAXED_SOURCE
+    target = SITE / f"engine/{engine}-relaxed.wasm"
+    if not newer(target, source, ROOT / KERNEL_HEADER, ROOT / "pylib/llama2c/toolchain.py"):
+        return
+    cflags, ldflags = RELAXED_KERNELS[engine]
+    obj = CACHE / f"{engine}-relaxed.o"
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    say(f"{CLANG} {RELAXED_SOURCE} -> engine/{target.name}")
+    c.run(f"{CLANG} {' '.join(RELAXED_CFLAGS + cflags)} -c {source} -o {obj}")
+    c.run(f"{WASM_LD} --no-entry --import-memory {' '.join(ldflags)} {obj} -o {target}")
 
 
 def build_wheel(c) -> Path:
@@ -448,11 +486,12 @@ def test(c, k="", x=False):
 
 @task(help={"runs": "runs per measurement (the tables show the median), default 3",
             "quick": "a fast smoke run: the stories15M shape only, one run",
-            "out": "folder for bench.json and bench.png, default bench-results/"})
-def bench(c, runs=3, quick=False, out="bench-results"):
+            "out": "folder for bench.json and bench.png, default bench-results/",
+            "targets_only": "only the issue-13 target table (paired ratios), with --runs rounds"})
+def bench(c, runs=3, quick=False, out="bench-results", targets_only=False):
     """The speed and memory tables: native CLI, scalar baseline and the page, side by side."""
     sys.path.insert(0, str(ROOT / "tests"))
     from bench.runbench import main as bench_main
 
-    if bench_main(runs=int(runs), quick=quick, out=out) != 0:
+    if bench_main(runs=int(runs), quick=quick, out=out, targets_only=targets_only) != 0:
         raise SystemExit(1)

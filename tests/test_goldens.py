@@ -24,6 +24,9 @@ from llama2c.native import NativeModel
 CASES_FILE = GOLDEN / "stories260K" / "cases.json"
 # Read at collection: a missing golden set is a collection error, never a silent pass.
 CASES = {case["name"]: case for case in json.loads(CASES_FILE.read_text())["cases"]}
+# runq.c's stdout on stories260K_q80.bin (int8), same layout
+Q80_CASES = {case["name"]: case for case in
+             json.loads((GOLDEN / "stories260K_q80" / "cases.json").read_text())["cases"]}
 TOKS_LINE = re.compile(rb"\Aachieved tok/s: [0-9]+\.[0-9]{6}\n\Z")
 
 
@@ -50,16 +53,22 @@ def test_golden_set_is_complete(shared):
         assert hashlib.sha256(data).hexdigest() == case["stdout_sha256"]
 
 
+def run_golden(model: str, case: dict, threads: str, monkeypatch):
+    """`llama2c run MODEL.bin -z tok512.bin ARGS` on `threads` threads: stdout must be the
+    golden's, byte for byte. Returns the finished process."""
+    monkeypatch.setenv("LLAMA2C_THREADS", threads)
+    proc = run_cli("run", f"{model}.bin", "-z", "tok512.bin", *case["args"], cwd=MODELS)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == (GOLDEN / model / case["output"]).read_bytes()  # hence its length
+    return proc
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_cli_matches_golden(shared, name, threads, monkeypatch):
     """Every golden, on one thread and on two (stories260K alone would run on one)."""
-    monkeypatch.setenv("LLAMA2C_THREADS", threads)
     case = CASES[name]
-    proc = run_cli("run", "stories260K.bin", "-z", "tok512.bin", *case["args"], cwd=MODELS)
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert proc.stdout == golden(name)
-    assert len(proc.stdout) == case["stdout_bytes"]
+    proc = run_golden("stories260K", case, threads, monkeypatch)
     assert hashlib.sha256(proc.stdout).hexdigest() == case["stdout_sha256"]
     if expects_tok_s(case):
         assert TOKS_LINE.match(proc.stderr), proc.stderr
@@ -283,3 +292,18 @@ def test_cli_chat_reads_turns_from_stdin(model, tok):
     assert proc.stdout == library([long_line[:511], long_line[511:]])
     assert proc.stdout != library([long_line, "ignored"])  # the split is visible in the story
     assert proc.stdout.startswith(b"Enter system prompt (optional): User: Assistant: ")
+
+
+# -- int8: llama2.c's runq.c on stories260K_q80.bin ---------------------------------------------
+
+
+def test_q80_golden_set_is_there():
+    assert len(Q80_CASES) >= 3 and any("chat" in args for args in
+                                       (" ".join(c["args"]) for c in Q80_CASES.values()))
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("name", sorted(Q80_CASES))
+def test_cli_matches_runq_golden(shared, name, threads, monkeypatch):
+    """int8: the command line prints runq.c's exact stdout, on one thread and on two."""
+    run_golden("stories260K_q80", Q80_CASES[name], threads, monkeypatch)

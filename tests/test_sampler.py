@@ -108,6 +108,11 @@ def make_cases(seed: int) -> list[tuple[int, float, float, int, int, np.ndarray]
                                              (0.0, 0.9), (1.2, 0.5)]):
         logits = (rng.standard_normal(32000) * (2.0 + 2 * j)).astype(np.float32)
         cases.append((32000, temperature, topp, int(rng.integers(1, 2**63)), 6, logits))
+    # flat distributions (high temperature, a model early in training): the nucleus is most of
+    # the vocabulary, found through sampler.topp_threshold's histogram
+    for std, temperature, topp in [(0.5, 1.0, 0.9), (0.3, 1.0, 0.95), (1.0, 1.5, 0.9)]:
+        logits = (rng.standard_normal(32000) * std).astype(np.float32)
+        cases.append((32000, temperature, topp, int(rng.integers(1, 2**63)), 6, logits))
     return cases
 
 
@@ -236,3 +241,28 @@ def test_sample_mult_edges():
     assert sm.sample_mult(probs, np.float32(0.9999)) == 2
     short = np.array([0.1, 0.1], np.float32)  # rounding leaves the cdf below the coin
     assert sm.sample_mult(short, np.float32(0.5)) == 1
+
+
+def test_argsort_descending_is_a_stable_descending_argsort():
+    from llama2c.sampler import argsort_descending
+
+    rng = np.random.default_rng(5)
+    for values in [rng.random(5000).astype(np.float32),
+                   np.round(rng.random(3000) * 8).astype(np.float32) / 8,  # many ties, zeros
+                   np.array([0.0, 1e-45, 3.4e38, 1e-45, 0.0, 0.5], np.float32),  # subnormal, max
+                   np.zeros(0, np.float32)]:
+        assert np.array_equal(argsort_descending(values), np.argsort(-values, kind="stable"))
+
+
+def test_topp_threshold_heads_hold_more_than_topp():
+    from llama2c.sampler import topp_threshold
+
+    rng = np.random.default_rng(6)
+    for std in (0.3, 1.0, 3.0):
+        logits = rng.standard_normal(32000) * std
+        probs = (np.exp(logits) / np.exp(logits).sum()).astype(np.float32)
+        for topp in (0.5, 0.9, 0.99):
+            threshold = topp_threshold(probs, np.float32(topp))
+            head = probs[probs >= threshold]
+            assert head.astype(np.float64).sum() > topp
+            assert len(head) < len(probs)  # a head, not everything

@@ -350,6 +350,8 @@ typedef struct {
     RunState state;
     unsigned char* data; /* the caller's checkpoint bytes, used in place */
     size_t size;
+    const float* rope;  /* (rope_positions, head_size / 2, 2) RoPE's cos and sin, or NULL */
+    int rope_positions; /* positions the table covers; later ones are computed */
 } Engine;
 
 static void free_state(RunState* s) {
@@ -525,61 +527,34 @@ static void quantize(QuantizedVector* out, const float* x, int n, int group_size
     }
 }
 
-/* 16 int8 products of a and b, summed into 4 int32 lanes (exact). */
-typedef int32_t v4i __attribute__((vector_size(16)));
-#if defined(__wasm_simd128__)
-#include <wasm_simd128.h>
-static inline v4i dot16_i8(const int8_t* a, const int8_t* b) {
-    v128_t va = wasm_v128_load(a), vb = wasm_v128_load(b);
-    return (v4i)wasm_i32x4_add(
-        wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(va), wasm_i16x8_extend_low_i8x16(vb)),
-        wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(va), wasm_i16x8_extend_high_i8x16(vb)));
-}
-#elif defined(__SSE2__)
-#include <emmintrin.h>
-static inline v4i dot16_i8(const int8_t* a, const int8_t* b) {
-    __m128i va = _mm_loadu_si128((const __m128i*)a), vb = _mm_loadu_si128((const __m128i*)b);
-    /* sign-extend bytes to 16 bits: interleave each with itself, then shift right arithmetically */
-    __m128i a_lo = _mm_srai_epi16(_mm_unpacklo_epi8(va, va), 8);
-    __m128i a_hi = _mm_srai_epi16(_mm_unpackhi_epi8(va, va), 8);
-    __m128i b_lo = _mm_srai_epi16(_mm_unpacklo_epi8(vb, vb), 8);
-    __m128i b_hi = _mm_srai_epi16(_mm_unpackhi_epi8(vb, vb), 8);
-    return (v4i)_mm_add_epi32(_mm_madd_epi16(a_lo, b_lo), _mm_madd_epi16(a_hi, b_hi));
-}
-#else
-static inline v4i dot16_i8(const int8_t* a, const int8_t* b) {
-    v4i sum = {0, 0, 0, 0};
-    for (int i = 0; i < 16; i++) sum[i & 3] += (int32_t)a[i] * b[i];
-    return sum;
-}
-#endif
+/* The int8 matmul itself (runq.c's arithmetic, SIMD integer dot products): wasm/q8.h. */
+#include "q8.h"
 
 /*
- * W (d, n) int8 @ x (n,) quantized -> out (d,), rows [begin, end).
- * Each group's integer dot product is exact; its float contribution, int sum x weight scale x
- * input scale, accumulates in four lanes that are added once per row.
+ * In the browser a second build of the same kernel may take over: wasm/relaxed.c, built by clang
+ * with relaxed SIMD (which this Emscripten cannot emit), as a module of its own that shares this
+ * module's memory. The page hands its bytes to l2c_use_relaxed_kernel when the browser validates
+ * them; every thread then instantiates it on first use (wasm/relaxed_glue.js).
  */
+#ifdef __EMSCRIPTEN__
+extern void l2c_relaxed_rows(const unsigned char* module, int module_size, float* out,
+                             const int8_t* xq, const float* xs, const int8_t* wq, const float* ws,
+                             int n, int gs, int begin, int end);
+static const unsigned char* g_relaxed_module; /* the module's bytes, or NULL: q8.h's kernel */
+static int g_relaxed_size;
+#endif
+
+/* W (d, n) int8 @ x (n,) quantized -> out (d,), rows [begin, end), with the kernel in use. */
 static void matmul_rows_q8(float* out, const QuantizedVector* x, const Matrix* w, int n,
                            int group_size, int begin, int end) {
-    for (int i = begin; i < end; i++) {
-        size_t row = (size_t)i * n;
-        const int8_t* wq = w->q + row;
-        v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
-        float tail = 0.0f;
-        for (int j = 0; j < n; j += group_size) {
-            float scale = load_scale(w->s, (row + j) / group_size) * x->s[j / group_size];
-            if (group_size % 16 == 0) {
-                v4i isum = {0, 0, 0, 0};
-                for (int k = 0; k < group_size; k += 16) isum += dot16_i8(x->q + j + k, wq + j + k);
-                acc += __builtin_convertvector(isum, v4f) * scale;
-            } else {
-                int32_t isum = 0;
-                for (int k = 0; k < group_size; k++) isum += (int32_t)x->q[j + k] * wq[j + k];
-                tail += (float)isum * scale;
-            }
-        }
-        out[i] = (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail;
+#ifdef __EMSCRIPTEN__
+    if (g_relaxed_module) {
+        l2c_relaxed_rows(g_relaxed_module, g_relaxed_size, out, x->q, x->s, w->q, w->s, n,
+                         group_size, begin, end);
+        return;
     }
+#endif
+    q8_matmul_rows(out, x->q, x->s, w->q, w->s, n, group_size, begin, end);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -951,6 +926,20 @@ static void embed(Engine* e, float* x, int token) {
     for (int i = 0; i < dim; i++) x[i] = m->q[row + i] * load_scale(m->s, (row + i) / group_size);
 }
 
+/*
+ * RoPE's rotation for element pair (head_dim, head_dim + 1) of a head at position pos, as run.c
+ * computes it, with this C library's powf, cosf and sinf. glibc's cosf and sinf (run.c's, the
+ * command line's) and musl's (Emscripten's) differ in the last bit for a few percent of angles, so
+ * the page takes these values from a table the native engine wrote (l2c_rope_table,
+ * l2c_use_rope_table) rather than from its own libm.
+ */
+static void rope_cos_sin(int pos, int head_dim, int head_size, float* fcr, float* fci) {
+    float freq = 1.0f / powf(10000.0f, head_dim / (float)head_size);
+    float val = pos * freq;
+    *fcr = cosf(val);
+    *fci = sinf(val);
+}
+
 static float* forward(Engine* e, int token, int pos) {
     const Config* p = &e->config;
     const Weights* w = &e->weights;
@@ -975,12 +964,16 @@ static float* forward(Engine* e, int token, int pos) {
         run_matmuls(e, &qkv);
 
         /* RoPE: rotate each (even, odd) pair of q and k by a position-dependent angle */
+        const float* table = pos < e->rope_positions ? e->rope + (size_t)pos * head_size : NULL;
         for (int i = 0; i < dim; i += 2) {
             int head_dim = i % head_size;
-            float freq = 1.0f / powf(10000.0f, head_dim / (float)head_size);
-            float val = pos * freq;
-            float fcr = cosf(val);
-            float fci = sinf(val);
+            float fcr, fci;
+            if (table) {
+                fcr = table[head_dim];
+                fci = table[head_dim + 1];
+            } else {
+                rope_cos_sin(pos, head_dim, head_size, &fcr, &fci);
+            }
             int rotn = i < kv_dim ? 2 : 1; /* 2 = q and k, 1 = q only */
             for (int r = 0; r < rotn; r++) {
                 float* vec = r == 0 ? s->q : k;
@@ -1155,20 +1148,121 @@ L2C_API float* l2c_forward(Engine* e, int token, int pos) {
 }
 
 /*
+ * The threads that pay for this model on `cores` cores: one for a small model (a job must outweigh
+ * the cost of waking threads), else one a core, at most MAX_THREADS.
+ */
+L2C_API int l2c_auto_threads(const Engine* e, int cores) {
+    int64_t bytes = e ? (int64_t)e->size : 0;
+    if (bytes < 8 * 1000 * 1000 || cores < 1) return 1;
+    return cores < MAX_THREADS ? cores : MAX_THREADS;
+}
+
+/*
  * Sets the number of threads the engine computes with, the caller's included (one pool serves all
- * engines). n <= 0 picks min(hardware threads, what pays for this model). Returns the count in use.
+ * engines). n <= 0 picks l2c_auto_threads for this machine's cores. Returns the count in use.
  */
 L2C_API int l2c_set_threads(const Engine* e, int n) {
-    if (n <= 0) {
-        n = hardware_threads();
-        /* A job must outweigh the cost of waking threads: small models run best on one. */
-        int64_t bytes = e ? (int64_t)e->size : 0;
-        if (bytes < 8 * 1000 * 1000) n = 1;
-    }
-    return set_pool_threads(n);
+    return set_pool_threads(n <= 0 ? l2c_auto_threads(e, hardware_threads()) : n);
 }
 
 L2C_API int l2c_threads(void) { return g_threads; }
+
+/*
+ * RoPE's cos and sin for every position below `positions` of a model with this head size, as this
+ * C library computes them: out (positions, head_size / 2, 2) = cos, sin of each pair's angle. The
+ * build runs it natively (glibc, as run.c) and ships the tables beside the WebAssembly engine.
+ */
+L2C_API int l2c_rope_table(float* out, int head_size, int positions) {
+    if (!out || head_size <= 0 || head_size % 2 || positions <= 0 || positions > MAX_SEQ) {
+        return fail(L2C_ERR_ARGUMENT, "l2c_rope_table: bad arguments");
+    }
+    for (int pos = 0; pos < positions; pos++) {
+        for (int i = 0; i < head_size; i += 2) {
+            float* pair = out + (size_t)pos * head_size + i;
+            rope_cos_sin(pos, i, head_size, &pair[0], &pair[1]);
+        }
+    }
+    return L2C_OK;
+}
+
+/*
+ * Makes the engine read RoPE's cos and sin for positions below `positions` from `table`
+ * (l2c_rope_table's layout for the model's head size, kept alive by the caller until l2c_free)
+ * instead of computing them. NULL goes back to computing. Returns L2C_OK or L2C_ERR_ARGUMENT.
+ */
+L2C_API int l2c_use_rope_table(Engine* e, const float* table, int head_size, int positions) {
+    if (!e) return fail(L2C_ERR_ARGUMENT, "l2c_use_rope_table: engine is NULL");
+    if (table && (head_size != e->config.dim / e->config.n_heads || positions <= 0)) {
+        return fail(L2C_ERR_ARGUMENT, "RoPE table for head size %d, the model's is %d", head_size,
+                    e->config.dim / e->config.n_heads);
+    }
+    e->rope = table;
+    e->rope_positions = table ? positions : 0;
+    return L2C_OK;
+}
+
+/*
+ * W (d, n) int8 @ xq (n,) int8 -> out (d,), with the int8 kernel in use: runq.c's matmul on
+ * quantized inputs, for tests that compare kernels (native, SIMD128, relaxed) bit for bit.
+ * Scales: ws (d * n / gs,), xs (n / gs,). Returns L2C_OK or L2C_ERR_ARGUMENT.
+ */
+L2C_API int l2c_q8_matmul(float* out, const int8_t* xq, const float* xs, const int8_t* wq,
+                          const float* ws, int n, int d, int gs) {
+    if (!out || !xq || !xs || !wq || !ws || n <= 0 || d <= 0 || gs <= 0 || n % gs) {
+        return fail(L2C_ERR_ARGUMENT, "l2c_q8_matmul: bad arguments");
+    }
+    QuantizedVector x = {(int8_t*)xq, (float*)xs};
+    Matrix w = {NULL, wq, ws};
+    matmul_rows_q8(out, &x, &w, n, gs, 0, d);
+    return L2C_OK;
+}
+
+/* The name of the int8 kernel in use: "relaxed SIMD", or q8.h's build for this target. */
+L2C_API const char* l2c_int8_kernel(void) {
+#ifdef __EMSCRIPTEN__
+    if (g_relaxed_module) return "relaxed SIMD";
+#endif
+    return Q8_KERNEL_NAME;
+}
+
+#ifdef __EMSCRIPTEN__
+/*
+ * Switches the int8 matmul to the relaxed-SIMD kernel module whose `size` bytes are at `module`
+ * (kept alive by the caller), after checking it against the built-in kernel bit for bit on every
+ * path of q8.h (groups of 16 and more, groups of 4, a plain group size; rows in blocks of four and
+ * left over) with random values and the extremes (all -128 / -127 / 127 weights, all -127 / 127
+ * inputs). NULL switches back. Returns 1 when the relaxed kernel is in use, 0 when not.
+ */
+L2C_API int l2c_use_relaxed_kernel(const unsigned char* module, int size) {
+    g_relaxed_module = NULL;
+    if (!module || size <= 0) return 0;
+    enum { N = 96, D = 7 };
+    int8_t xq[N], wq[D * N];
+    float xs[N], ws[D * N], want[D], got[D];
+    uint32_t seed = 2463534242u;
+    for (int pattern = 0; pattern < 4; pattern++) {
+        for (int i = 0; i < D * N; i++) {
+            seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5; /* xorshift32 */
+            int8_t extreme[4] = {0, -128, -127, 127};
+            wq[i] = pattern ? extreme[pattern] : (int8_t)(seed >> 24);
+            ws[i] = (float)(seed & 0xffff) / 65536.0f + 0.01f;
+            if (i < N) {
+                xq[i] = pattern ? (pattern == 2 ? -127 : 127) : (int8_t)(seed % 255 - 127);
+                xs[i] = (float)(seed >> 16) / 65536.0f + 0.01f;
+            }
+        }
+        int group_sizes[3] = {32, 4, 6};
+        for (int k = 0; k < 3; k++) {
+            q8_matmul_rows(want, xq, xs, wq, ws, N, group_sizes[k], 0, D);
+            l2c_relaxed_rows(module, size, got, xq, xs, wq, ws, N, group_sizes[k], 0, D);
+            if (memcmp(want, got, sizeof(want)) != 0) return 0;
+        }
+    }
+    g_relaxed_module = module;
+    g_relaxed_size = size;
+    return 1;
+}
+#endif
 
 /*
  * out[i] = expf(x[i]): this C library's expf, which run.c's sampler softmax uses. The Python

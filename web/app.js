@@ -2,7 +2,8 @@
 //
 // URL parameters: model, tokenizer (URLs relative to the page, or absolute), prompt, temperature,
 // topp, steps, seed (a number, or absent/"random"), mode (generate|chat), system, threads (a
-// number; absent = as many as pay off), autostart=1.
+// number; absent = as many as pay off), relaxed=0 (int8 models: the SIMD128 kernel even where
+// the browser has relaxed SIMD), autostart=1.
 // Test hooks: document.body.dataset.state is loading|ready|generating|done|error; #output holds
 // the story (the command line's stdout without the final newline); #tokps; #error.
 
@@ -273,7 +274,8 @@ function startWorker() {
   worker = new Worker(script, { type: 'module' });
   worker.onmessage = onWorkerMessage;
   worker.onerror = (event) => showError(`the worker failed: ${event.message || 'unknown error'}`);
-  worker.postMessage({ type: 'init', threads: settings.threads });
+  worker.postMessage({ type: 'init', threads: settings.threads,
+    cores: navigator.hardwareConcurrency, relaxed: query.get('relaxed') !== '0' });
   loadModel(resolve(settings.model), resolve(settings.tokenizer));
 }
 

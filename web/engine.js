@@ -9,9 +9,15 @@ export class EngineError extends Error {}
 export class Engine {
   /** Instantiates the module at `moduleUrl` (an emcc MODULARIZE + EXPORT_ES6 build). One module
    *  holds any number of models: make an Engine on it for each. */
-  static async instantiate(moduleUrl) {
+  static async instantiate(moduleUrl, { relaxed = true, cores = 0 } = {}) {
+    const kernel = relaxed ? fetchRelaxedKernel(moduleUrl) : null; // meanwhile
     const factory = (await import(moduleUrl)).default;
-    return factory({ locateFile: (file) => new URL(file, moduleUrl).href });
+    // cores sizes the threaded build's pool of workers (0: this context's hardwareConcurrency)
+    const module = await factory({ locateFile: (file) => new URL(file, moduleUrl).href, cores });
+    module.int8Note = relaxed ? useRelaxedKernel(module, await kernel) : 'relaxed=0 in the URL';
+    module.int8Kernel = module.UTF8ToString(module._l2c_int8_kernel());
+    module.engineUrl = moduleUrl; // RoPE tables sit beside it
+    return module;
   }
 
   constructor(module) {
@@ -22,6 +28,7 @@ export class Engine {
     this.vocabSize = 0;
     this.scratch = 0; // expf's buffer
     this.scratchSize = 0;
+    this.rope = 0; // RoPE's table in WebAssembly memory
   }
 
   lastError() {
@@ -89,6 +96,41 @@ export class Engine {
     }
   }
 
+  /**
+   * Makes the loaded model's RoPE use run.c's cos and sin (glibc's, written by the native engine
+   * at build time: engine/rope-<head size>.bin) instead of this engine's libm (musl), whose last
+   * bit differs for a few percent of angles; then the logits are the command line's, bit for bit.
+   * Returns what the page shows about it.
+   */
+  async useRopeTable() {
+    const [dim, , , heads, , , seqLen] = this.configList();
+    const headSize = dim / heads;
+    // engine/rope.json lists the tables the build wrote: {head size: positions}
+    this.m.ropeTables ??= fetch(new URL('rope.json', this.m.engineUrl))
+      .then((r) => (r.ok ? r.json() : {}), () => ({}));
+    const tables = await this.m.ropeTables;
+    const url = new URL(`rope-${headSize}.bin`, this.m.engineUrl);
+    const response = tables[headSize] ? await fetch(url).catch(() => null) : null;
+    if (!response || !response.ok) {
+      return `RoPE: this browser's sin/cos, no table for head size ${headSize} (logits may ` +
+        "differ from the command line's in the last bit)";
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const positions = Math.floor(bytes.length / (4 * headSize));
+    this.rope = this.m._malloc(bytes.length);
+    this.m.HEAPU8.set(bytes, this.rope);
+    if (this.m._l2c_use_rope_table(this.handle, this.rope, headSize, positions) !== 0) {
+      throw new EngineError(this.lastError());
+    }
+    if (positions >= seqLen) return "RoPE: run.c's sin/cos";
+    return `RoPE: run.c's sin/cos to position ${positions}, then this browser's`;
+  }
+
+  /** The thread count that pays for this model with `cores` cores for its engine. */
+  autoThreads(cores) {
+    return this.m._l2c_auto_threads(this.handle, cores);
+  }
+
   /** Uses n threads (0: as many as pay off here); returns the count in use. */
   setThreads(n) {
     return this.m._l2c_set_threads(this.handle, n);
@@ -126,6 +168,38 @@ export class Engine {
     this.scratch = this.scratchSize = 0;
     if (this.handle) this.m._l2c_free(this.handle);
     if (this.data) this.m._free(this.data);
-    this.handle = this.data = this.size = 0;
+    if (this.rope) this.m._free(this.rope);
+    this.handle = this.data = this.size = this.rope = 0;
   }
+}
+
+// -- the int8 kernel ---------------------------------------------------------------------------
+
+/** The relaxed-SIMD int8 kernel built beside the engine (wasm/relaxed.c), as bytes, or a reason
+ *  why not. */
+async function fetchRelaxedKernel(moduleUrl) {
+  const url = moduleUrl.replace(/\.mjs$/, '-relaxed.wasm');
+  try {
+    const response = await fetch(url);
+    if (!response.ok) return `no relaxed kernel (HTTP ${response.status})`;
+    return new Uint8Array(await response.arrayBuffer());
+  } catch (e) {
+    return `no relaxed kernel (${e.message})`;
+  }
+}
+
+/**
+ * Feature detection: the browser validates the module only if it knows relaxed SIMD. Then the
+ * engine checks its results against its own kernel bit for bit before it switches. The bytes stay
+ * in engine memory: every engine thread instantiates the kernel from them. Returns why the
+ * relaxed kernel is not in use, or '' when it is.
+ */
+function useRelaxedKernel(module, bytes) {
+  if (typeof bytes === 'string') return bytes;
+  if (!WebAssembly.validate(bytes)) return 'this browser has no relaxed SIMD';
+  const ptr = module._malloc(bytes.length);
+  module.HEAPU8.set(bytes, ptr);
+  if (module._l2c_use_relaxed_kernel(ptr, bytes.length)) return '';
+  module._free(ptr);
+  return 'the relaxed kernel failed its self-test';
 }

@@ -6,7 +6,7 @@
 // One worker serves every client on a page (the page, or several widgets): each message carries a
 // `client` id, each model is downloaded and loaded once, and generations run one after another.
 //
-// In:  {type: 'init', threads} | {type: 'load', client, model, tokenizer}
+// In:  {type: 'init', threads, cores, relaxed} | {type: 'load', client, model, tokenizer}
 //      | {type: 'generate', client, params, stopFlag?} | {type: 'stop', client}
 //      | {type: 'clear-cache'}    (stopFlag: a SharedArrayBuffer whose first int32 becomes 1 on Stop)
 // Out: {type: 'progress', client?, what, loaded, total, cached} | {type: 'runtime', engine}
@@ -31,12 +31,26 @@ let runtimeReady = null; // a Promise, made by init: Pyodide with numpy and llam
 let engineReady = null; // a Promise, made by init: engineModule instantiated
 let threaded = false;
 let threadsWanted = 0; // 0 = automatic
+let cores = 1; // the machine's, as the page sees them
 const models = new Map(); // model URL + tokenizer URL -> Promise of {engine, session, ...}
 const clients = new Map(); // client id -> the model entry it uses
 let running = null; // {client, stop} of the generation in progress
 let queue = Promise.resolve(); // messages run one after another
 
 const post = (message) => self.postMessage(message);
+
+// How long each start-up step took, in ms (in the 'done' report: `invoke bench` prints them).
+// Steps overlap: the engine and the model load while Python starts.
+const startup = {};
+async function timed(step, work) {
+  const began = performance.now();
+  try {
+    return await work();
+  } finally {
+    startup[step] = performance.now() - began;
+    startup[`${step} ends at`] = performance.now(); // since the worker started
+  }
+}
 
 // -- the runtime ----------------------------------------------------------------------------
 
@@ -64,12 +78,15 @@ function init(options) {
   // Threads need SharedArrayBuffer (a cross-origin isolated page) and pthread workers, which a
   // worker may only start from its own origin.
   const sameOrigin = new URL(self.location.href).origin === BASE.origin;
-  // Automatic: threads only with cores to spare. With two, the page's own thread and the browser
-  // need one, and two compute threads measured slower than one (`invoke bench`).
-  const cores = navigator.hardwareConcurrency || 1;
-  const wanted = threadsWanted || (cores > 2 ? cores : 1);
+  // Automatic: the engine gets every core but one, which the browser and the page keep (on two
+  // cores, two compute threads measured slower than one: `invoke bench`), and the threaded build
+  // only when that leaves it more than one. The page sends its navigator.hardwareConcurrency.
+  cores = Number(options.cores) || navigator.hardwareConcurrency || 1;
+  const wanted = threadsWanted || cores - 1;
   threaded = self.crossOriginIsolated && sameOrigin && wanted > 1 && cores > 1;
-  engineReady = Engine.instantiate(threaded ? ENGINE_URLS.threads : ENGINE_URLS.single)
+  const relaxed = options.relaxed !== false; // relaxed=0 in the URL forces the SIMD128 kernel
+  engineReady = timed('engine instantiate', () => Engine.instantiate(
+    threaded ? ENGINE_URLS.threads : ENGINE_URLS.single, { relaxed, cores }))
     .then((module) => { engineModule = module; });
   runtimeReady = startPython();
   Promise.all([engineReady, runtimeReady]).then(
@@ -88,9 +105,10 @@ async function startPython() {
   const [download, start] = await Promise.allSettled([
     showRuntimeProgress(runtimeFiles(lock)),
     (async () => {
-      pyodide = await loadPyodide({ indexURL: PYODIDE_URL });
-      await pyodide.loadPackage(['numpy', 'llama2c'], { messageCallback: () => {} });
-      pyodide.pyimport('llama2c.browser');
+      pyodide = await timed('pyodide boot', () => loadPyodide({ indexURL: PYODIDE_URL }));
+      await timed('numpy + llama2c load', () => pyodide.loadPackage(['numpy', 'llama2c'],
+        { messageCallback: () => {} }));
+      await timed('llama2c import', () => pyodide.pyimport('llama2c.browser'));
     })(),
   ]);
   // A failed download explains a failure best ("HTTP 404"), so it is reported first.
@@ -116,9 +134,14 @@ async function showRuntimeProgress(files) {
   }
 }
 
-function engineLabel(threads) {
+function engineLabel(threads, format = 0) {
   const kind = threaded ? 'WebAssembly SIMD + threads' : 'WebAssembly SIMD';
-  return `${kind}, ${threads} thread${threads === 1 ? '' : 's'}`;
+  let label = `${kind}, ${threads} thread${threads === 1 ? '' : 's'}`;
+  if (format === 2) { // int8: which kernel runs, and why not the relaxed one
+    const note = engineModule.int8Note;
+    label += `; int8 kernel: ${engineModule.int8Kernel}${note ? ` (${note})` : ''}`;
+  }
+  return label;
 }
 
 // -- downloads ------------------------------------------------------------------------------
@@ -239,10 +262,11 @@ async function createModel(client, modelSource, tokenizerSource) {
   await engineReady;
   const engine = new Engine(engineModule);
   try {
-    const model = await download(modelSource, 'model', client, (size) => {
-      engine.allocate(size);
-      return true;
-    }, (offset, chunk) => engine.write(offset, chunk));
+    const model = await timed('model read', () => download(modelSource, 'model', client,
+      (size) => {
+        engine.allocate(size);
+        return true;
+      }, (offset, chunk) => engine.write(offset, chunk)));
     engine.check(); // throws the engine's message for a truncated or corrupt checkpoint
     let tokenizerBytes = null;
     const tokenizer = await download(tokenizerSource, 'tokenizer', client, (size) => {
@@ -253,19 +277,23 @@ async function createModel(client, modelSource, tokenizerSource) {
     if (model.cache === 'stored') { // before load(), which rearranges the weights in place
       cache = await remember(modelSource, model.bytes, (offset, length) => engine.read(offset, length));
     }
-    engine.load();
+    const rope = await timed('engine load', () => {
+      engine.load();
+      return engine.useRopeTable();
+    });
     if (tokenizer.cache === 'stored') {
       await remember(tokenizerSource, tokenizerBytes.length,
         (offset, length) => tokenizerBytes.slice(offset, offset + length));
     }
-    const threads = threaded ? engine.setThreads(threadsWanted) : 1;
+    // automatic: what pays for this model (one for a small one) on all cores but one
+    const threads = threaded ? engine.setThreads(threadsWanted || engine.autoThreads(cores - 1)) : 1;
     await runtimeReady.catch((e) => { // not the model's fault: keep its cached bytes
       throw Object.assign(e instanceof Error ? e : new Error(String(e)), { runtime: true });
     });
     const browser = pyodide.pyimport('llama2c.browser');
     let session;
     try {
-      session = browser.Session(engine, tokenizerBytes);
+      session = await timed('tokenizer + session', () => browser.Session(engine, tokenizerBytes));
     } finally {
       browser.destroy();
     }
@@ -277,7 +305,7 @@ async function createModel(client, modelSource, tokenizerSource) {
       info: {
         bytes: model.bytes,
         cache,
-        engine: engineLabel(threads),
+        engine: `${engineLabel(threads, format)}; ${rope}`,
         config: { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
           shared_classifier: !!shared,
           format: format === 2 ? `int8 (Q8_0, groups of ${groupSize})` : 'fp32' },
@@ -345,6 +373,10 @@ async function generate(client, params, stopFlag) {
   try {
     for (;;) {
       const text = session.step();
+      if (startup['first token'] === undefined) {
+        startup['first token'] = performance.now() - began;
+        startup['first token ends at'] = performance.now();
+      }
       if (text === undefined || text === null) break;
       if (text) post({ type: 'piece', client, text });
       if (!flag || performance.now() - lastYield > 100) {
@@ -355,6 +387,7 @@ async function generate(client, params, stopFlag) {
     }
     const report = session.report().toJs({ dict_converter: Object.fromEntries });
     report.loop_ms = performance.now() - began;
+    report.startup = startup;
     post({ type: 'done', client, stopped: running.stop || !!(flag && Atomics.load(flag, 0)),
       report });
   } finally {

@@ -65,6 +65,12 @@ def load_library() -> ctypes.CDLL:
     lib.l2c_expf.argtypes = [ptr, ptr, ctypes.c_int]
     lib.l2c_free.restype = None
     lib.l2c_free.argtypes = [ptr]
+    lib.l2c_q8_matmul.restype = ctypes.c_int
+    lib.l2c_q8_matmul.argtypes = [ptr] * 5 + [ctypes.c_int] * 3
+    lib.l2c_rope_table.restype = ctypes.c_int
+    lib.l2c_rope_table.argtypes = [ptr, ctypes.c_int, ctypes.c_int]
+    lib.l2c_int8_kernel.restype = ctypes.c_char_p
+    lib.l2c_int8_kernel.argtypes = []
     _lib = lib
     return lib
 
@@ -78,6 +84,29 @@ def expf(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     if out.dtype != np.float32 or not out.flags.c_contiguous or len(out) != len(x):
         raise ValueError("expf needs a contiguous float32 output of the input's length")
     load_library().l2c_expf(x.ctypes.data, out.ctypes.data, len(x))
+    return out
+
+
+def q8_matmul(xq: np.ndarray, xs: np.ndarray, wq: np.ndarray, ws: np.ndarray) -> np.ndarray:
+    """The engine's int8 matmul (runq.c's): W (d, n) int8 with scales ws (d, n / group) times x (n,)
+    int8 in [-127, 127] with scales xs (n / group,) -> (d,) float32. For tests of the kernel."""
+    d, n = wq.shape
+    group_size = n // xs.shape[0]
+    arrays = [np.ascontiguousarray(a, dtype=t) for a, t in
+              [(xq, np.int8), (xs, np.float32), (wq, np.int8), (ws, np.float32)]]
+    out = np.zeros(d, np.float32)
+    if load_library().l2c_q8_matmul(out.ctypes.data, *(a.ctypes.data for a in arrays), n, d,
+                                    group_size) != 0:
+        _raise_last_error(load_library())
+    return out
+
+
+def rope_table(head_size: int, positions: int) -> np.ndarray:
+    """RoPE's cos and sin as this (glibc-linked) engine computes them, as run.c does:
+    (positions, head_size / 2, 2) float32. The site ships these for the WebAssembly engine."""
+    out = np.zeros((positions, head_size // 2, 2), np.float32)
+    if load_library().l2c_rope_table(out.ctypes.data, head_size, positions) != 0:
+        _raise_last_error(load_library())
     return out
 
 

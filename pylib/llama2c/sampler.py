@@ -91,11 +91,35 @@ def sample_mult(probabilities: np.ndarray, coin: np.float32,
 
     With `indices`, probabilities are those tokens' only (the others cannot change the sum).
     """
-    cdf = np.cumsum(probabilities)
-    hit = np.flatnonzero(coin < cdf)
+    cdf = np.cumsum(probabilities)  # non-decreasing
+    hit = int(np.searchsorted(cdf, coin, side="right"))  # the first index with coin < cdf
     if indices is None:
-        return int(hit[0]) if hit.size else len(probabilities) - 1
-    return int(indices[hit[0]]) if hit.size else n - 1
+        return hit if hit < len(cdf) else len(probabilities) - 1
+    return int(indices[hit]) if hit < len(cdf) else n - 1
+
+
+def argsort_descending(values: np.ndarray) -> np.ndarray:
+    """np.argsort(-values, kind="stable") for non-negative float32 values: descending, ties in
+    index order (run.c's qsort keeps them so). The bits of a non-negative float sort as its value
+    does, so this is two stable passes of numpy's radix sort (which it uses for 16-bit keys), low
+    half then high half of the inverted bits: O(n), and 6x faster than the float argsort in
+    Pyodide on 20000 probabilities (1.7 ms against 11 ms, measured in node)."""
+    key = np.invert(np.ascontiguousarray(values, np.float32).view(np.uint32))
+    halves = key.view(np.uint16)  # little-endian: low half, high half, for each value
+    order = np.argsort(halves[0::2], kind="stable")
+    return order[np.argsort(halves[1::2][order], kind="stable")]
+
+
+def topp_threshold(probs: np.ndarray, topp: np.float32) -> np.float32:
+    """A probability t such that the candidates at or above t hold more than topp (in float64),
+    found without sorting: a histogram of the probabilities by their top 12 bits (sign, exponent
+    and 3 mantissa bits), summed from the largest bucket down. The tokens >= t are then a head of
+    the sorted list that almost always reaches topp in run.c's float32 sum too."""
+    buckets = (probs.view(np.uint32) >> 20).astype(np.intp)
+    mass = np.bincount(buckets, weights=probs, minlength=1 << 12)[::-1]
+    first = int(np.searchsorted(np.cumsum(mass), float(topp), side="right"))
+    bucket = max((1 << 12) - 1 - first, 0)
+    return np.uint32(bucket << 20).view(np.float32)
 
 
 def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
@@ -112,27 +136,24 @@ def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
     if candidates.size == 0:
         return int(indices[np.argmax(probabilities)])
     # run.c sorts every candidate, then sums down the sorted list until it exceeds topp. Sorting
-    # only the largest k (with every tie of the k-th) gives the same head of that list; widen k
-    # until the sum exceeds topp within it, or it is the whole list.
-    k = 64
-    while True:
-        if k < len(probs):
-            kth = np.partition(probs, len(probs) - k)[len(probs) - k]  # the k-th largest
-            head = probs >= kth
-            head_candidates, head_probs = candidates[head], probs[head]
-        else:
-            head_candidates, head_probs = candidates, probs
-        order = np.argsort(-head_probs, kind="stable")  # descending; ties in index order (qsort)
+    # only a head of the largest (with every tie of its smallest) gives the same start of that
+    # list, if the sum exceeds topp within it: first every candidate at or above a threshold
+    # estimated from a histogram of the probabilities (a few dozen tokens when the distribution
+    # is peaked, most of the vocabulary when it is flat), then, if float32 rounding leaves the sum
+    # short of topp there, all of them.
+    for head in (probs >= topp_threshold(probs, topp), None):
+        head_candidates, head_probs = (candidates, probs) if head is None else \
+            (candidates[head], probs[head])
+        order = argsort_descending(head_probs)
         head_probs, head_candidates = head_probs[order], head_candidates[order]
-        cumulative = np.cumsum(head_probs)
-        over = np.flatnonzero(cumulative > topp)
-        if over.size or len(head_probs) == len(probs):
+        cumulative = np.cumsum(head_probs)  # non-decreasing: searchsorted finds first crossings
+        over = int(np.searchsorted(cumulative, topp, side="right"))  # first sum > topp
+        if over < len(cumulative) or len(head_probs) == len(probs):
             break
-        k *= 4
-    last = int(over[0]) if over.size else len(head_probs) - 1  # where the sum exceeds topp
+    last = min(over, len(head_probs) - 1)  # where the sum exceeds topp (or the last)
     r = coin * cumulative[last]
-    hit = np.flatnonzero(r < cumulative[: last + 1])
-    return int(head_candidates[hit[0]] if hit.size else head_candidates[last])
+    hit = int(np.searchsorted(cumulative[: last + 1], r, side="right"))  # first cdf > r
+    return int(head_candidates[hit] if hit <= last else head_candidates[last])
 
 
 class Sampler:

@@ -14,6 +14,7 @@ from pathlib import Path
 # -- the engine ---------------------------------------------------------------------------------
 
 ENGINE_SOURCE = Path("wasm/run.c")  # relative to the checkout
+KERNEL_HEADER = Path("wasm/q8.h")  # the int8 kernel, included by run.c and by RELAXED_SOURCE
 
 # Every build of the engine computes run.c's arithmetic: C11 at -O3, and no contraction of a * b + c
 # into a fused multiply-add, which would change the last bits of every dot product.
@@ -44,6 +45,7 @@ def emcc_flags(source: str) -> list[str]:
         "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "MAXIMUM_MEMORY=4GB",
         "-s", "EXPORTED_FUNCTIONS=" + ",".join(exports),
         "-s", "EXPORTED_RUNTIME_METHODS=UTF8ToString",
+        "--js-library", str(RELAXED_GLUE),  # how the engine calls the relaxed-SIMD kernel
     ]
 
 
@@ -51,10 +53,35 @@ def emcc_flags(source: str) -> list[str]:
 # module starts.
 EMCC_THREAD_FLAGS = [
     "-pthread", "-Wno-pthreads-mem-growth",
-    "-s", "PTHREAD_POOL_SIZE='Math.min(Math.max((navigator.hardwareConcurrency||2)-1,1),15)'",
+    # Module.cores: the page's navigator.hardwareConcurrency, which engine.js passes in
+    "-s", "PTHREAD_POOL_SIZE='Math.min(Math.max((Module.cores||navigator.hardwareConcurrency||2)"
+          "-1,1),15)'",
 ]
 # The two browser engines: threads need a cross-origin isolated page; plain hosts get the first.
 BROWSER_ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
+
+# The int8 kernel with relaxed SIMD (wasm/relaxed.c includes KERNEL_HEADER), which Emscripten 3.1.6
+# cannot emit: clang 22 compiles it and wasm-ld 22 links it by hand, because the clang driver would
+# run Debian's wasm-opt (binaryen 108) after linking, which rewrites relaxed opcodes into invalid
+# code. A module with no libc, stack or data that imports the engine's memory (shared, with
+# atomics, for the threaded engine); RELAXED_GLUE is the emcc JS library that calls it.
+RELAXED_SOURCE = Path("wasm/relaxed.c")
+RELAXED_GLUE = Path("wasm/relaxed_glue.js")
+CLANG, WASM_LD = "clang-22", "wasm-ld-22"
+RELAXED_CFLAGS = ["--target=wasm32", *ENGINE_CFLAGS, "-msimd128", "-mrelaxed-simd",
+                  "-ffreestanding", "-nostdlib", *WARNINGS]
+RELAXED_KERNELS = {  # browser engine -> (extra clang flags, extra wasm-ld flags)
+    "llama2c-engine": ([], []),
+    "llama2c-engine-mt": (["-matomics", "-mbulk-memory"],
+                          ["--shared-memory", "--max-memory=4294967296"]),
+}
+
+# RoPE's cos and sin as glibc computes them (run.c's), written by the native engine for the
+# browser's, whose libm (musl) differs in the last bit for a few percent of angles: head size ->
+# positions, for the published models (stories260K: 8 and 512; stories15M: 48 and 256; stories42M
+# and stories110M: 64 and 1024), 320 KB in all. Other head sizes, and positions past these, are
+# computed by the browser's engine, and the page says so.
+ROPE_TABLES = {8: 512, 48: 256, 64: 1024}
 
 # -- the browser the tests, screenshots and benchmark drive ---------------------------------------
 

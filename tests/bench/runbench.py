@@ -14,7 +14,8 @@ What it measures (medians of N runs; every speed also as a ratio to the scalar b
   (Python loop, sampler, messages) from the worker's loop_ms.
 - time to first token, page load to ready (cold and warm) and warm load to first token;
 - peak memory: ru_maxrss of the command line; VmHWM of the tab's renderer process (the page, its
-  worker and the engine's threads live there) and the size of the WebAssembly memory.
+  worker and the engine's threads live there) and the size of the WebAssembly memory;
+- issue 13's target table, every ratio paired (targets.py).
 
 Models are generated in a temporary folder (random weights of the real shapes: speed does not depend
 on the values), plus real models found in models/. Nothing is written into site/: the page is
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from llama2c.toolchain import CHROMIUM, CHROMIUM_ARGS, ENGINE_SOURCE
 
-from . import tables
+from . import tables, targets
 from .common import (GREEDY, PYLIB, ROOT, SHARED, SITE, STEPS, TEMPERATURE, BenchError, Row,
                      median, say)
 from .models import MODELS, Model, compile_scalar, make_models, tokenizer_for
@@ -310,7 +311,8 @@ class Bench:
                 context.close()
 
 
-def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results") -> int:
+def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results",
+         targets_only: bool = False) -> int:
     out = Path(out)
     if not out.is_absolute():
         out = ROOT / out
@@ -319,7 +321,9 @@ def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results") 
         runs = 1
     bench = Bench(runs, quick, out)
     try:
-        bench.run()
+        if not targets_only:
+            bench.run()
+        target_lines = targets.main(rounds=runs, out=out)
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 1
@@ -330,6 +334,13 @@ def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results") 
             raise
         print(f"bench: error: the browser failed: {str(e).strip()}", file=sys.stderr)
         return 1
+    print()
+    print("Targets (issue 13), paired rounds alternating their order: median of the per-round "
+          "ratios (range)")
+    print("\n".join(target_lines))
+    print(f"wrote {out / 'targets.json'}")
+    if targets_only:
+        return 0
     text = tables.tables(bench)
     print()
     print(text)
@@ -354,5 +365,6 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="bench-results")
+    parser.add_argument("--targets-only", action="store_true")
     args = parser.parse_args()
-    sys.exit(main(args.runs, args.quick, args.out))
+    sys.exit(main(args.runs, args.quick, args.out, args.targets_only))

@@ -45,8 +45,9 @@ def site_problem() -> str | None:
              if p.is_file() and (not (SITE / p.name).is_file()
                                  or (SITE / p.name).read_bytes() != p.read_bytes())]
     engine = SITE / "engine/llama2c-engine.mjs"
-    if (ROOT / "wasm/run.c").stat().st_mtime > engine.stat().st_mtime:
-        stale.append("wasm/run.c")
+    for source in ["wasm/run.c", "wasm/q8.h", "wasm/relaxed.c", "wasm/relaxed_glue.js"]:
+        if (ROOT / source).stat().st_mtime > engine.stat().st_mtime:
+            stale.append(source)
     wheels = sorted((SITE / "pyodide").glob("llama2c-*.whl"))
     if not wheels:
         return "site/ is not built (no llama2c wheel in site/pyodide)"

@@ -142,6 +142,14 @@ def cli_story(model: str, tokenizer: str, *args: str) -> str:
 # -- driving the page ---------------------------------------------------------------------------
 
 
+def blank_page(base_url: str, test_site) -> str:
+    """The URL of an empty page on the server's origin, for tests that drive engine.js directly
+    (with an icon, so the browser asks for no favicon.ico)."""
+    (test_site.root / "e2e-blank.html").write_text(
+        '<!doctype html><link rel="icon" href="data:,"><title>engine</title>')
+    return f"{base_url}/e2e-blank.html"
+
+
 def state(page) -> str:
     return page.evaluate("document.body.dataset.state")
 

@@ -3,6 +3,7 @@ errors that leave the page usable, text-only output, and local model files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -13,10 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from llama2c.checkpoint import SHAPES, write_checkpoint
+from llama2c.checkpoint import SHAPES, Config, write_checkpoint
+from llama2c.native import NativeModel
 
 from .pageutil import (FLAG_PARAMS, LOAD_TIMEOUT_MS, MODELS, ROOT, WORKER_PROBE_SCRIPT,
-                       args_to_params, click_and_wait, cli_story, describe, golden_cases,
+                       args_to_params, blank_page, click_and_wait, cli_story, describe, golden_cases,
                        golden_text, mark, open_page, output, report, wait_for_state)
 
 STORIES260K = str(MODELS / "stories260K.bin")
@@ -93,14 +95,16 @@ def random15m(test_site) -> dict[str, str]:
 @pytest.mark.parametrize("args", [
     ["-t", "0", "-n", "40", "-i", "Once upon a time"],
     ["-t", "0.9", "-p", "0.9", "-s", "1234", "-n", "40", "-i", "Lily"],
-], ids=["greedy", "seeded_topp"])
+    # the issue's case: with the browser's own sin/cos, the page left run.c's story at token 6
+    ["-t", "0.8", "-p", "0.9", "-s", "42", "-n", "256", "-i", "Once upon a time"],
+], ids=["greedy", "seeded_topp", "full_length_topp"])
 def test_stories15m_shaped_model_matches_the_command_line(page, dev_server, random15m, args):
     params = {"model": random15m["model"], "tokenizer": random15m["tokenizer"], "autostart": "1"}
     open_page(page, dev_server, {**params, **args_to_params(args)})
     expected = cli_story(random15m["path"], TOKENIZER_32K, *args)
     assert output(page) == expected
     stats = assert_clean_done(page)
-    assert stats["positions"] == 40, stats
+    assert stats["positions"] == int(args[args.index("-n") + 1]), stats
     info = page.locator("#model-info").text_content()
     assert "dim 288" in info and "vocab 32000" in info, info
 
@@ -125,6 +129,7 @@ async ([engineUrl, modelUrl, tokens, threads]) => {
   engine.allocate(bytes.length);
   engine.write(0, bytes);
   engine.load();
+  const rope = await engine.useRopeTable();
   const used = threads ? engine.setThreads(threads) : 1;
   const hex = (buffer) => [...new Uint8Array(buffer)]
     .map((b) => b.toString(16).padStart(2, '0')).join('');
@@ -134,47 +139,71 @@ async ([engineUrl, modelUrl, tokens, threads]) => {
     hashes.push(hex(await crypto.subtle.digest('SHA-256', logits.buffer)));
   }
   engine.free();
-  return { used, hashes };
+  return { used, rope, hashes };
 }
 """
 
-# wasm/run.c takes RoPE's cosf/sinf from the C library: glibc for the native engine (and for
-# llama2.c's run.c, which made the goldens), musl in emscripten's build. They differ by one ulp for
-# some angles (head size 8: first at position 29; head size 48: at position 6), so from there on
-# the logits differ in their last bits, and sampling among near-equal probabilities can pick
-# another token than the command line. Strict: once both builds compute the same sin/cos, this
-# fails as a reminder to remove the mark.
-LIBM_BUG = pytest.mark.xfail(strict=True, raises=AssertionError,
-                              reason="wasm/run.c RoPE: musl cosf/sinf != glibc's")
+
+@pytest.fixture(scope="session")
+def random42m(test_site) -> dict[str, str]:
+    """stories42M's attention shape (dim 512, 8 heads: head size 64; seq_len 1024) with 2 of its
+    8 layers and random weights: what RoPE sees is the model's, the download a third of it."""
+    path = test_site.models / "random42M-2layers.bin"
+    write_checkpoint(path, dataclasses.replace(SHAPES["stories42M"], n_layers=2), seed=42)
+    return {"model": test_site.add(path), "path": str(path)}
 
 
-@pytest.mark.parametrize("engine", [
-    pytest.param("engine/llama2c-engine.mjs", marks=LIBM_BUG, id="single"),
-    pytest.param("engine/llama2c-engine-mt.mjs", marks=LIBM_BUG, id="threads"),
-])
-@pytest.mark.parametrize("model", ["stories260K", "random15M"])
-def test_engine_logits_equal_the_native_engine(page, dev_server, test_site, random15m, engine,
-                                               model):
-    """64 forward passes in the page's WebAssembly engine and in the native one (the command
-    line's), along the greedy story: the logits must be the same floats, bit for bit."""
-    if model == "stories260K":
-        path, url, tokenizer = STORIES260K, MODEL_260K["model"], TOK512
+def full_length_tokens(model: str, tokenizer: str, seq_len: int, vocab_size: int) -> list[int]:
+    """The command line's greedy story from BOS, carried on to seq_len tokens with arbitrary ones
+    if it ends early (on BOS): the token fed at every position of a full-length run."""
+    tokens = reference_tokens(model, tokenizer, "Once upon a time", seq_len)
+    return tokens + [(7919 * i) % vocab_size for i in range(seq_len - len(tokens))]
+
+
+@pytest.mark.parametrize("engine", ["engine/llama2c-engine.mjs", "engine/llama2c-engine-mt.mjs"],
+                         ids=["single", "threads"])
+@pytest.mark.parametrize("model", ["stories260K", "stories260K_q80", "random15M", "random42M"])
+def test_engine_logits_equal_the_native_engine(page, dev_server, test_site, random15m, random42m,
+                                               engine, model):
+    """A forward pass at every position up to seq_len, in the page's WebAssembly engine and in
+    the native one (the command line's), along the greedy story: the logits must be the same
+    floats, bit for bit. RoPE's cos and sin come from the table the native engine wrote."""
+    if model.startswith("stories260K"):
+        path, tokenizer = str(MODELS / f"{model}.bin"), TOK512
+        url = test_site.add(Path(path))
     else:
-        path, url, tokenizer = random15m["path"], random15m["model"], TOKENIZER_32K
-    tokens = reference_tokens(path, tokenizer, "Once upon a time", 64)
-    assert len(tokens) == 64
+        fixture = random15m if model == "random15M" else random42m
+        path, url, tokenizer = fixture["path"], fixture["model"], TOKENIZER_32K
+    with NativeModel.open(path) as native_model:
+        config = native_model.config
+    tokens = full_length_tokens(path, tokenizer, config.seq_len, config.vocab_size)
     proc = subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, path, json.dumps(tokens)],
-                          cwd=ROOT, capture_output=True, timeout=300)
+                          cwd=ROOT, capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
     native = json.loads(proc.stdout)
-    (test_site.root / "e2e-blank.html").write_text("<!doctype html><title>engine</title>")
-    page.goto(f"{dev_server}/e2e-blank.html")
+    page.goto(blank_page(dev_server, test_site))
     threads = 2 if "-mt" in engine else 0
     result = page.evaluate(ENGINE_LOGITS_JS, [engine, url, tokens, threads])
     if threads:
         assert result["used"] >= 1
+    assert result["rope"] == "RoPE: run.c's sin/cos"
     differing = [pos for pos, (a, b) in enumerate(zip(native, result["hashes"])) if a != b]
+    assert len(result["hashes"]) == len(native) == config.seq_len
     assert not differing, f"logits differ at positions {differing[:10]} (of {len(tokens)})"
+
+
+def test_other_head_sizes_fall_back_to_the_browsers_sin_cos_and_say_so(page, dev_server,
+                                                                     test_site, tmp_path):
+    """Head size 16 has no table: the engine computes RoPE with its own libm, and the page says
+    that its logits may differ from the command line's."""
+    config = Config(dim=64, hidden_dim=128, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=512,
+                    seq_len=32)
+    url = test_site.add(write_checkpoint(tmp_path / "head16.bin", config, seed=16))
+    open_page(page, dev_server, {**MODEL_260K, "model": url, "autostart": "1", "steps": "8",
+                                 "temperature": "0"})
+    engine = page.locator("#engine").text_content()
+    assert "no table for head size 16" in engine, engine
+    assert output(page) == cli_story(str(tmp_path / "head16.bin"), TOK512, "-t", "0", "-n", "8")
 
 
 TOKENS_SCRIPT = """
@@ -488,3 +517,26 @@ def test_local_model_files(page, console, dev_server):
     click_and_wait(page, "#generate", "done")
     assert output(page) == golden_text(CASES_BY_NAME["greedy_once_n64"])
     assert_clean_done(page)
+
+
+# -- threads: the automatic choice -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cores, model, expected", [
+    (2, "random15M", "WebAssembly SIMD, 1 thread"),  # the browser needs one of two cores
+    (4, "random15M", "WebAssembly SIMD + threads, 3 threads"),
+    (8, "random15M", "WebAssembly SIMD + threads, 7 threads"),
+    (8, "stories260K", "WebAssembly SIMD + threads, 1 thread"),  # 1 MB: waking threads costs more
+])
+def test_automatic_threads_follow_the_cores_and_the_model_size(page, dev_server, random15m, cores,
+                                                               model, expected):
+    """The page's navigator.hardwareConcurrency (emulated here: this machine has 2 cores) and the
+    model's size choose the engine and its thread count, shown under Engine."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Emulation.setHardwareConcurrencyOverride", {"hardwareConcurrency": cores})
+    params = MODEL_260K if model == "stories260K" else {"model": random15m["model"],
+                                                        "tokenizer": random15m["tokenizer"]}
+    open_page(page, dev_server, params, "ready")
+    assert page.evaluate("navigator.hardwareConcurrency") == cores
+    engine = page.locator("#engine").text_content()
+    assert engine.startswith(expected + ";"), engine
