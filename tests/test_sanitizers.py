@@ -2,13 +2,13 @@
 
 tests/c/engine_check.c includes wasm/run.c and drives it over real, random and corrupted
 checkpoints held in buffers of exactly the file's size. Built with
-`gcc -fsanitize=address,undefined -fno-sanitize-recover=all`, any overread, overflow, leak or
+`gcc -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all`
+(llama2c.cflags.SANITIZE), any overread, overflow, leak or
 undefined behaviour aborts with a report; every input must instead end in "ok" or a clean error.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,21 +17,18 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, STORIES260K
+from llama2c.cflags import C_COMMON, SANITIZE, sanitizer_env
 from llama2c.checkpoint import HEADER, Config, random_weights, write_checkpoint
 from llama2c.native import NativeModel
 
 DRIVER = Path(__file__).with_name("c") / "engine_check.c"
-SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
-COMMON = ["-std=c11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra"]
-ENV = dict(os.environ,
-           ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:exitcode=86",
-           UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=87")
+ENV = sanitizer_env()
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MASK64 = (1 << 64) - 1
 
 
 def compile_c(source: Path, out: Path, flags: list[str]) -> Path:
-    proc = subprocess.run(["gcc", *COMMON, *flags, str(source), "-o", str(out), "-lm"],
+    proc = subprocess.run(["gcc", *C_COMMON, *flags, str(source), "-o", str(out), "-lm"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return out
