@@ -398,3 +398,23 @@ def test_lone_surrogates_from_javascript_are_refused_alike(tok512, surrogate):
     if surrogate < "\udc80":  # not an escaped command-line byte: the tokenizer refuses it too
         with pytest.raises(TokenizerError, match="lone UTF-16 surrogate"):
             tok512.encode("abc" + surrogate)
+
+
+def test_generate_pauses_while_encoding_a_long_prompt(tok512, shared):
+    """The page's loop pulls one piece at a time and checks for Stop in between: a 100 KB prompt's
+    encoding hands back empty pieces before any forward pass, and closing the generator there
+    ends it. A short prompt has no pauses (the goldens' pieces are unchanged)."""
+    from conftest import STORIES260K
+    from llama2c import Sampler, Stats, generate
+    from llama2c.native import NativeModel
+
+    with NativeModel.open(STORIES260K) as model:
+        stats = Stats()
+        story = generate(model, tok512, Sampler(512, 0.0, 0.9, 1), "Once upon a time. " * 5700,
+                         8, stats)
+        first = next(story)
+        assert (first.data, first.text, first.token) == (b"", "", -1)
+        assert stats.forward_calls == 0
+        story.close()
+        short = list(generate(model, tok512, Sampler(512, 0.0, 0.9, 1), "Once upon a time", 8))
+        assert all(p.data for p in short[:3])
