@@ -1128,6 +1128,8 @@ def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results") 
         print(f"bench: error: the browser failed: {str(e).strip()}", file=sys.stderr)
         return 1
     text = bench.tables()
+    from server_bench import server_load_table  # the dev server under load (server_bench.py)
+    text += "\n\n" + "\n".join(server_load_table(ROOT / "site"))
     print()
     print(text)
     print()
