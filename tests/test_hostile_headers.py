@@ -165,3 +165,30 @@ def test_native_and_webassembly_give_the_same_verdicts(table, tmp_path):
     assert native["implied size above 2^50"].startswith("4\tcheckpoint size mismatch"), native
     assert all(v.split("\t")[0] in "0 2 3 4 5".split() for v in native.values()), native
     assert sum(v.startswith(("2\t", "3\t", "4\t")) for v in native.values()) > 60
+
+
+def test_page_engine_refuses_a_model_it_cannot_hold_before_malloc():
+    """web/engine.js: malloc takes a 32-bit size, so a Content-Length of 2^32 + 16 became a 16-byte
+    block that the download wrote past. A size above what WebAssembly memory can still take is now
+    refused before malloc is called, and a size malloc cannot satisfy gets the same message."""
+    import json
+
+    sizes = [2**32, 2**32 + 16, 2**53, 2**32 - 1, 3 * 2**30, 1 << 20]
+    proc = subprocess.run([shutil.which("node") or "node", str(ROOT / "tests/wasm/engine_limits.mjs"),
+                           ENGINE.as_uri(), *map(str, sizes)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    cases = {int(c["size"]): c for c in result["cases"]}
+    assert 2**32 - result["maxBytes"] < 64 << 20  # 4 GiB less the engine's own few megabytes
+    for size in (2**32, 2**32 + 16, 2**53, 2**32 - 1):
+        assert cases[size]["mallocs"] == 0, cases[size]
+        assert cases[size]["outcome"].startswith(
+            "EngineError: the model is too large for this browser: "), cases[size]
+    assert cases[2**32]["outcome"].startswith("EngineError: the model is too large for this "
+                                              "browser: 4295 MB does not fit in WebAssembly memory")
+    # within the limit, malloc decides: 3 GiB may or may not fit here, but never crashes
+    assert cases[3 * 2**30]["mallocs"] == 1
+    assert cases[3 * 2**30]["outcome"] in ("allocated 3221225472", cases[2**32]["outcome"].replace(
+        "4295 MB", "3221 MB"))
+    assert cases[1 << 20] == {"size": str(1 << 20), "outcome": "allocated 1048576", "mallocs": 1}
