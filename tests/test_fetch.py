@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED  # ../shared beside the project, or LLAMA2C_SHARED's
 from llama2c import fetch
 from llama2c.fetch import FetchError, ModelFile, fetch_model
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_MODELS = SHARED / "models"
 TOK512 = SHARED_MODELS / "tok512.bin"
 
