@@ -7,6 +7,7 @@
     invoke serve            the dev server on http://127.0.0.1:8000
     invoke test             every test (does any missing setup and build first)
     invoke bench            the speed and memory tables
+    invoke fuzz             a longer, coverage-guided fuzz campaign on the engine's loader
 
 LLAMA2C_MIRROR names a local folder to take models and Pyodide wheels from instead of their
 official homes (CI sets it to ../shared).
@@ -479,6 +480,43 @@ def test(c, k="", x=False):
     build(c)
     args = ["-q", "-ra"] + (["-x"] if x else []) + (["-k", k] if k else [])
     c.run(f"{sys.executable} -m pytest {' '.join(args)}", pty=False)
+
+
+# -- fuzzing ------------------------------------------------------------------------------------
+
+
+@task(help={"minutes": "how long to run, default 10",
+            "seed": "libFuzzer's random seed (0: a new one each run)"})
+def fuzz(c, minutes="10", seed=0):
+    """A coverage-guided libFuzzer campaign on the engine's loader, under ASan and UBSan.
+
+    Starts from the seed checkpoints and the crashes in tests/fuzz/crashes/, and copies any new
+    crash there, so the tests replay it from then on. `invoke test` runs a fixed corpus instead.
+    """
+    sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
+    import corpus
+
+    work = CACHE / "fuzz"
+    live = work / "corpus"  # libFuzzer's growing corpus, kept between campaigns
+    found = work / "found"
+    for folder in (live, found):
+        folder.mkdir(parents=True, exist_ok=True)
+    for path in corpus.write_seeds(work / "seeds") + sorted(corpus.CRASHES.glob("*.bin")):
+        shutil.copy(path, live / path.name)
+    target = corpus.build_libfuzzer(work / "fuzz_loader")
+    say(f"fuzzing the loader for {minutes} min (corpus in {live.relative_to(ROOT)})")
+    proc = subprocess.run([str(target), f"-max_total_time={int(float(minutes) * 60)}",
+                           f"-seed={int(seed)}", "-max_len=65536", "-rss_limit_mb=2048",
+                           "-print_final_stats=1", f"-artifact_prefix={found}/", str(live)],
+                          env=corpus.fuzz_env())
+    crashes = sorted(p for p in found.iterdir() if p.is_file())
+    for crash in crashes:
+        shutil.copy(crash, corpus.CRASHES / f"libfuzzer-{crash.name}.bin")
+        say(f"crash saved as tests/fuzz/crashes/libfuzzer-{crash.name}.bin: fix it, then describe "
+            "it in tests/fuzz/crashes/README.md")
+    if proc.returncode != 0 or crashes:
+        raise SystemExit(1)
+    say("no crash found")
 
 
 # -- benchmark ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@
 //      | {type: 'error', client?, during, message} | {type: 'cache-cleared'}
 
 import { loadPyodide } from './pyodide/pyodide.mjs';
-import { Engine } from './engine.js';
+import { Engine, EngineError } from './engine.js';
 
 const BASE = new URL('.', import.meta.url);
 const PYODIDE_URL = new URL('pyodide/', BASE).href;
@@ -151,9 +151,16 @@ function engineLabel(threads, format = 0) {
  * URLs go through Cache Storage: a second visit reads the model without downloading it. When the
  * storage quota is exceeded the bytes still arrive, from memory, and `cache` says so.
  */
-async function download(source, what, client, begin, sink) {
+async function download(source, what, client, begin, sink, limit = Infinity) {
   let response;
   let cache = 'none';
+  if (!(source instanceof Blob)) {
+    try {
+      source = new URL(source, self.location.href).href; // "http://[::1" fails here, readably
+    } catch {
+      throw new Error(`the ${what} URL ${source} is not a valid URL`);
+    }
+  }
   if (source instanceof Blob) {
     response = new Response(source, { headers: { 'Content-Length': String(source.size) } });
     cache = 'local file';
@@ -181,16 +188,32 @@ async function download(source, what, client, begin, sink) {
   const chunks = [];
   let loaded = 0;
   const reader = response.body.getReader();
-  const direct = total > 0 && begin(total); // write in place when the size is known
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (direct) sink(loaded, value);
-    else chunks.push(value);
-    loaded += value.length;
-    post({ type: 'progress', client, what, loaded, total, cached: cache === 'cached' });
+  const where = source instanceof Blob ? source.name : source;
+  let direct = false;
+  try {
+    // Write in place when the size is known; begin() refuses a size too large before any byte.
+    direct = total > 0 && begin(total);
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      // Without a Content-Length the bytes are held here until the end: never more than `limit`.
+      if (!direct && loaded + value.length > limit) throw tooLarge(what, limit);
+      if (direct) sink(loaded, value);
+      else chunks.push(value);
+      loaded += value.length;
+      post({ type: 'progress', client, what, loaded, total, cached: cache === 'cached' });
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    if (e instanceof EngineError) throw e; // too large, or longer than announced
+    // A connection cut short: say which download failed, not a bare "network error".
+    throw new Error(`could not download the ${what} from ${where}: ${e.message} ` +
+      `(after ${loaded} of ${total || 'an unknown number of'} bytes)`);
   }
-  if (direct && loaded !== total) throw new Error(`the ${what} download ended early`);
+  if (direct && loaded !== total) {
+    throw new Error(`could not download the ${what} from ${where}: the download ended early ` +
+      `(${loaded} of ${total} bytes)`);
+  }
   if (!direct) {
     begin(loaded);
     let offset = 0;
@@ -239,6 +262,13 @@ async function openCache() {
   }
 }
 
+/** The error for a download of unknown length that passed `limit` bytes. */
+function tooLarge(what, limit) {
+  return what === 'model' ? Engine.tooLarge(limit, true)
+    : new EngineError(`the ${what} is too large for this browser: more than ` +
+      `${(limit / 1e6).toFixed(0)} MB`);
+}
+
 // -- models ---------------------------------------------------------------------------------
 
 function modelKey(model, tokenizer) {
@@ -266,13 +296,14 @@ async function createModel(client, modelSource, tokenizerSource) {
       (size) => {
         engine.allocate(size);
         return true;
-      }, (offset, chunk) => engine.write(offset, chunk)));
+      }, (offset, chunk) => engine.write(offset, chunk), engine.maxBytes()));
     engine.check(); // throws the engine's message for a truncated or corrupt checkpoint
     let tokenizerBytes = null;
     const tokenizer = await download(tokenizerSource, 'tokenizer', client, (size) => {
+      if (size > engine.maxBytes()) throw tooLarge('tokenizer', engine.maxBytes());
       tokenizerBytes = new Uint8Array(size);
       return true;
-    }, (offset, chunk) => tokenizerBytes.set(chunk, offset));
+    }, (offset, chunk) => tokenizerBytes.set(chunk, offset), engine.maxBytes());
     let cache = model.cache;
     if (model.cache === 'stored') { // before load(), which rearranges the weights in place
       cache = await remember(modelSource, model.bytes, (offset, length) => engine.read(offset, length));

@@ -15,7 +15,7 @@ from .errors import EngineError
 from .generate import Piece, Stats, answer_inputs, chat, generate
 from .params import Settings
 from .sampler import Sampler
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, reject_lone_surrogates
 
 
 def numpy_expf(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -88,6 +88,9 @@ class Session:
         """
         values = options.to_py() if hasattr(options, "to_py") else dict(options)
         settings = Settings.parse(**{k: v for k, v in values.items() if v is not None})
+        # A script or a widget attribute may hand over a lone surrogate: each is refused alike.
+        reject_lone_surrogates(settings.prompt, "the prompt")
+        reject_lone_surrogates(settings.system_prompt, "the system prompt")
         config = self.model.config
         sampler = Sampler(config.vocab_size, settings.temperature, settings.topp, settings.seed,
                           self.model.expf)

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import Llama2cError
+from .errors import CheckpointError, Llama2cError
 from .generate import Stats, answer_inputs, chat, generate
 from .params import Settings
 from .sampler import Sampler
@@ -112,7 +112,10 @@ def inspect(path: str, tokenizer_path: str | None) -> int:
     """Prints a checkpoint's header, format, parameter count, size and the engine's verdict."""
     from .native import NativeModel
 
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:  # the words `run` uses for the same file
+        raise CheckpointError(f"cannot open model {path}: {e.strerror or e}") from None
     print(f"file:        {path}")
     print(f"size:        {size:,} bytes")
     try:
@@ -161,19 +164,32 @@ def main(argv: list[str] | None = None) -> int:
         if command == "inspect":
             return inspect(*_inspect_args(rest))
         if command in ("-h", "--help", "help"):
-            sys.stdout.write(USAGE)
-            return 0
+            return _usage()
         raise UsageError(f"unknown command {command!r}" if command else "missing a command")
     except UsageError as e:
         if str(e) == "help":
-            sys.stdout.write(USAGE)
-            return 0
-        print(f"llama2c: error: {e} (see `llama2c --help`)", file=sys.stderr)
+            return _usage()
+        _error(f"{e} (see `llama2c --help`)")
         return 1
     except BrokenPipeError:
         return 1
     except (Llama2cError, OSError) as e:
-        print(f"llama2c: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 1
     except KeyboardInterrupt:
+        _error("interrupted")
         return 130
+
+
+def _usage() -> int:
+    """Prints the usage on stdout; with stdout closed (`llama2c --help >&-`), says so instead."""
+    if sys.stdout is None:
+        _error("standard output is closed: cannot print the usage")
+        return 1
+    sys.stdout.write(USAGE)
+    return 0
+
+
+def _error(message: str) -> None:
+    if sys.stderr is not None:
+        print(f"llama2c: error: {message}", file=sys.stderr)

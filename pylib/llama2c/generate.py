@@ -2,7 +2,8 @@
 
 Both are generators of `Piece`s: exactly the bytes run.c prints, in order, without run.c's final
 newline (the command line adds it; the page shows the story without it). Each step runs one
-forward pass, so a consumer that stops pulling stops generation within one token.
+forward pass, so a consumer that stops pulling stops generation within one token. A long prompt's
+encoding pauses too, with empty Pieces (b"", ""), so that it can be stopped as well.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ def _sample(sampler: Sampler, logits, stats: Stats) -> int:
     return token
 
 
+def _encode(tokenizer: Tokenizer, text: str | bytes) -> Generator[Piece, None, list[int]]:
+    """The prompt's token ids (with BOS), yielding an empty Piece at each pause of the encoding: a
+    100 KB prompt takes seconds to encode in the page, and a consumer that stops pulling (Stop)
+    stops the encoding there too."""
+    steps = tokenizer.encode_steps(text, bos=True, eos=False)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        yield Piece(b"", "")
+
+
 def resolve_steps(steps: int, seq_len: int) -> int:
     """run.c: 0, negative or more than seq_len steps mean seq_len."""
     return seq_len if steps <= 0 or steps > seq_len else steps
@@ -93,7 +107,7 @@ def generate(model: Backend, tokenizer: Tokenizer, sampler: Sampler, prompt: str
     """
     stats = stats if stats is not None else Stats()
     steps = resolve_steps(steps, model.config.seq_len)
-    prompt_tokens = tokenizer.encode(prompt or "", bos=True, eos=False)
+    prompt_tokens = yield from _encode(tokenizer, prompt or "")
     printer = _Printer()
     token = prompt_tokens[0]
     pos = 0
@@ -152,7 +166,7 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
                 rendered = CHAT_SYSTEM_TEMPLATE.format(system=system, user=user)
             else:
                 rendered = CHAT_USER_TEMPLATE.format(user=user)
-            prompt_tokens = tokenizer.encode(rendered, bos=True, eos=False)
+            prompt_tokens = yield from _encode(tokenizer, rendered)
             user_idx = 0
             user_turn = False
             yield printer.piece(b"Assistant: ")

@@ -173,6 +173,9 @@ class Sampler:
         self.rng_state, bits = random_u32(self.rng_state)
         return _F32((bits >> 8) / 16777216.0)
 
+    # run.c divides and exponentiates in plain IEEE floats: a tiny temperature overflows to inf and
+    # inf - inf is NaN, silently. numpy would warn on stderr for each; the arithmetic is the same.
+    @np.errstate(all="ignore")
     def sample(self, logits: np.ndarray) -> int:
         """The next token id. `logits` (vocab_size float32) is not modified."""
         if self.temperature == 0.0:

@@ -34,13 +34,34 @@ from pathlib import Path
 
 from llama2c.toolchain import CHROMIUM, CHROMIUM_ARGS, ENGINE_SOURCE
 
-from . import tables, targets
-from .common import (GREEDY, PYLIB, ROOT, SHARED, SITE, STEPS, TEMPERATURE, BenchError, Row,
-                     median, say)
+from . import server_bench, tables, targets
+from .common import (
+    GREEDY,
+    PYLIB,
+    ROOT,
+    SHARED,
+    SITE,
+    STEPS,
+    TEMPERATURE,
+    BenchError,
+    Row,
+    median,
+    say,
+)
 from .models import MODELS, Model, compile_scalar, make_models, tokenizer_for
 from .native_runs import auto_threads, cli_run, find_cli, inprocess_run, native_env
-from .page_runs import (PAGE_TIMEOUT_MS, PROBE, WAIT_SETTLED, Server, Tab, dev_server, instrument,
-                        link_site, page_url, static_server)
+from .page_runs import (
+    PAGE_TIMEOUT_MS,
+    PROBE,
+    WAIT_SETTLED,
+    Server,
+    Tab,
+    dev_server,
+    instrument,
+    link_site,
+    page_url,
+    static_server,
+)
 
 # -- preflight ----------------------------------------------------------------------------------
 
@@ -156,6 +177,8 @@ class Bench:
             t = time.perf_counter()
             self.pages(tmp / "site")
             self.timings["page"] = time.perf_counter() - t
+            say("the dev server under load")
+            self.server_load = server_bench.measure(tmp / "site")
         self.info["loadavg_end"] = os.getloadavg()
         self.timings["total"] = time.perf_counter() - started
 
