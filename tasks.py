@@ -64,7 +64,7 @@ ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
 GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden", "-Wall",
              "-Wextra", "-shared", "-fPIC"]
 
-DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium"}
+DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "firefox-esr": "firefox-esr"}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -237,7 +237,39 @@ def build(c):
             copy_if_newer(source, SITE / source.relative_to(ROOT / "web"))
     for model in sorted(MODELS.glob("*.bin")) if MODELS.exists() else []:
         copy_if_newer(model, SITE / "models" / model.name)
+    write_model_index()
+    write_offline_list()
     say(f"site ready in {SITE.relative_to(ROOT)}/ ({len(files_under(SITE))} files)")
+
+
+def write_model_index() -> None:
+    """site/models/index.json, the page's model list; says which model the page opens on."""
+    from llama2c.catalog import write_index
+
+    (SITE / "models").mkdir(exist_ok=True)
+    index = write_index(SITE / "models")
+    for line in index["skipped"]:
+        say(f"warning: not in the model list: {line}")
+    names = ", ".join(m["name"] for m in index["models"]) or "none"
+    say(f"models in the site: {names}; the page opens on {index['default'] or 'no model'}")
+
+
+def write_offline_list() -> None:
+    """site/offline.json: what web/sw.js keeps for offline use, and a version that changes with
+    any of those files, so a new build replaces the old cache (models are cached apart)."""
+    import hashlib
+
+    keep = [p for p in files_under(SITE)
+            if p.parts[len(SITE.parts)] not in ("models", "offline.json", "sw.js")
+            and not p.name.startswith("e2e-") and p.name != "pyodide.js"]
+    digest = hashlib.sha256()
+    for path in keep:
+        digest.update(str(path.relative_to(SITE)).encode() + b"\0" + path.read_bytes())
+    files = ["./", *(str(p.relative_to(SITE)) for p in keep), "models/index.json"]
+    text = json.dumps({"version": digest.hexdigest()[:16], "files": files}, indent=1)
+    target = SITE / "offline.json"
+    if not target.is_file() or target.read_text() != text:
+        target.write_text(text)
 
 
 def build_engine(c) -> None:

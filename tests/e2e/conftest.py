@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from llama2c.checkpoint import SHAPES, write_checkpoint
+
 from .pageutil import MODELS, PROBE_SCRIPT, RESULTS, ROOT, SITE, WEB
 
 CHROMIUM = os.environ.get("LLAMA2C_CHROMIUM", "/usr/bin/chromium")
@@ -135,6 +137,15 @@ def test_site(tmp_path_factory) -> TestSite:
     if not (MODELS / "tokenizer.bin").is_file():
         pytest.fail(f"reference models missing in {MODELS} (set LLAMA2C_SHARED)", pytrace=False)
     return TestSite.mirror(SITE, tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(scope="session")
+def random15m(test_site) -> dict[str, str]:
+    """A stories15M-shaped checkpoint with random weights in the test site, and its tokenizer."""
+    path = test_site.models / "random15M.bin"
+    write_checkpoint(path, SHAPES["stories15M"], seed=15)
+    return {"model": test_site.add(path), "tokenizer": test_site.add(MODELS / "tokenizer.bin"),
+            "path": str(path)}
 
 
 # -- servers ------------------------------------------------------------------------------------

@@ -13,8 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from llama2c.checkpoint import SHAPES, write_checkpoint
-
 from .pageutil import (FLAG_PARAMS, LOAD_TIMEOUT_MS, MODELS, ROOT, WORKER_PROBE_SCRIPT,
                        args_to_params, click_and_wait, cli_story, describe, golden_cases,
                        golden_text, mark, open_page, output, report, wait_for_state)
@@ -79,15 +77,6 @@ def test_golden_through_a_plain_static_server(static_page, static_server, name):
 
 
 # -- a stories15M-shaped model: the 32000-token tokenizer, a 60 MB download ---------------------
-
-
-@pytest.fixture(scope="session")
-def random15m(test_site) -> dict[str, str]:
-    """A stories15M-shaped checkpoint with random weights in the test site, and its tokenizer."""
-    path = test_site.models / "random15M.bin"
-    write_checkpoint(path, SHAPES["stories15M"], seed=15)
-    return {"model": test_site.add(path), "tokenizer": test_site.add(Path(TOKENIZER_32K)),
-            "path": str(path)}
 
 
 @pytest.mark.parametrize("args", [
