@@ -298,24 +298,25 @@ const percent = (p) => `${(100 * p).toFixed(p >= 0.001 ? 1 : 3)}%`;
 
 /** One generated token and the candidates the sampler chose it from, as text. */
 function tokenItem({ text, view }) {
+  const nucleus = view.nucleus ?? null; // Python's None arrives as undefined
   const item = document.createElement('li');
   item.dataset.token = view.token;
-  item.dataset.nucleus = view.nucleus ?? '';
+  item.dataset.nucleus = nucleus ?? '';
   const chosen = document.createElement('span');
   chosen.className = 'chosen';
   chosen.textContent = JSON.stringify(text);
   const note = view.greedy ? ' (temperature 0: the most likely is taken)'
-    : view.nucleus === null ? '' : ` (top-p kept ${view.nucleus})`;
+    : nucleus === null ? '' : ` (top-p kept ${nucleus})`;
   item.append(chosen, note);
   const list = document.createElement('ol');
   view.candidates.forEach((c, i) => {
     const row = document.createElement('li');
     row.dataset.id = c.id;
     row.dataset.p = c.p;
-    const inside = view.nucleus === null || i < view.nucleus;
+    const inside = nucleus === null || i < nucleus;
     row.dataset.inside = inside;
     if (!inside) row.className = 'outside';
-    if (i === view.nucleus && view.nucleus < view.candidates.length) row.classList.add('cut');
+    if (i === nucleus) row.classList.add('cut'); // the first one top-p left out
     row.textContent = `${JSON.stringify(c.text)} ${percent(c.p)}` +
       (c.id === view.token ? ' (chosen)' : '') + (inside ? '' : ' (outside top-p)');
     list.append(row);

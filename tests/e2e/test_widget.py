@@ -142,3 +142,48 @@ def test_chat_page_with_a_system_prompt(page, dev_server):
     assert page.locator("#mode").input_value() == "chat"
     assert page.locator("#system").input_value() == "You tell stories."
     assert page.locator("#system-field").is_visible()
+
+
+# -- the element's API -------------------------------------------------------------------------
+
+
+CREATE_AND_GENERATE = """async (attributes) => {
+  await import('./llama2c-widget.js');
+  const el = document.createElement('llama2c-story');
+  el.id = 'made';
+  for (const [name, value] of Object.entries(attributes)) el.setAttribute(name, value);
+  const dones = [];
+  el.addEventListener('done', () => dones.push(el.text));
+  const story = el.generate(); // before it is even on the page, let alone loaded
+  document.body.append(el);
+  try {
+    const text = await story;
+    await el.ready;
+    return { text, state: el.state, dones };
+  } catch (e) {
+    const ready = await el.ready.then(() => null, (r) => r.message);
+    return { rejected: e.message, ready, state: el.state,
+             shown: el.shadowRoot.querySelector('.error').textContent };
+  }
+}"""
+
+
+def test_generate_right_after_creation_waits_for_the_model(page, dev_server, test_site):
+    (test_site.root / "e2e-empty.html").write_text(host_page("empty", ""))
+    page.goto(f"{dev_server}/e2e-empty.html")
+    case = CASES["greedy_once_n64"]
+    attrs = {**MODEL_260K, **args_to_params(case["args"])}
+    result = page.evaluate(CREATE_AND_GENERATE, attrs)
+    assert result == {"text": golden_text(case), "state": "done", "dones": [golden_text(case)]}
+
+
+def test_generate_with_a_bad_model_url_rejects_with_the_shown_message(page, console, dev_server,
+                                                                      test_site):
+    console.expect(r"404", "the test asks for a model that is not there")
+    (test_site.root / "e2e-empty.html").write_text(host_page("empty", ""))
+    page.goto(f"{dev_server}/e2e-empty.html")
+    result = page.evaluate(CREATE_AND_GENERATE, {"model": "models/missing.bin",
+                                                  "tokenizer": TOKENIZER})
+    assert "HTTP 404" in result["rejected"] and "missing.bin" in result["rejected"], result
+    assert result["rejected"] == result["shown"] == result["ready"], result
+    assert result["state"] == "error"
