@@ -130,6 +130,7 @@ function showModelList() {
     const input = document.createElement('input');
     input.type = 'radio';
     input.name = 'site-model';
+    input.id = `model-choice-${entry.name}`;
     input.value = entry.path;
     input.checked = entry.path === settings.model;
     input.addEventListener('change', () => chooseModel(entry));
