@@ -255,21 +255,10 @@ def write_model_index() -> None:
 
 
 def write_offline_list() -> None:
-    """site/offline.json: what web/sw.js keeps for offline use, and a version that changes with
-    any of those files, so a new build replaces the old cache (models are cached apart)."""
-    import hashlib
+    """site/offline.json: what web/sw.js keeps for offline use, under a version of this build."""
+    from llama2c.catalog import write_offline_list as write
 
-    keep = [p for p in files_under(SITE)
-            if p.parts[len(SITE.parts)] not in ("models", "offline.json", "sw.js")
-            and not p.name.startswith("e2e-") and p.name != "pyodide.js"]
-    digest = hashlib.sha256()
-    for path in keep:
-        digest.update(str(path.relative_to(SITE)).encode() + b"\0" + path.read_bytes())
-    files = ["./", *(str(p.relative_to(SITE)) for p in keep), "models/index.json"]
-    text = json.dumps({"version": digest.hexdigest()[:16], "files": files}, indent=1)
-    target = SITE / "offline.json"
-    if not target.is_file() or target.read_text() != text:
-        target.write_text(text)
+    say(f"offline copy: version {write(SITE)['version']}")
 
 
 def build_engine(c) -> None:

@@ -15,10 +15,12 @@ const FRESH = new Set(['offline.json', 'models/index.json'].map((p) => new URL(p
 
 self.addEventListener('install', (event) => {
   event.waitUntil((async () => {
-    const response = await fetch(new URL('offline.json', SCOPE), { cache: 'no-store' });
+    const list = new URL('offline.json', SCOPE).href;
+    const response = await fetch(list, { cache: 'no-store' });
     if (!response.ok) throw new Error(`offline.json: HTTP ${response.status}`);
-    const { files } = await response.json();
     const cache = await caches.open(CACHE);
+    await cache.put(list, response.clone()); // offline, the page still finds its version
+    const { files } = await response.json();
     await cache.addAll(files.map((file) => new Request(new URL(file, SCOPE), { cache: 'no-store' })));
     await self.skipWaiting();
   })());

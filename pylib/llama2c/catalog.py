@@ -1,5 +1,7 @@
-"""The site's model list: models/index.json, written by `invoke build`, read by the page.
+"""The site's lists, written by `invoke build`: models/index.json (the page's model list) and
+offline.json (what the service worker keeps).
 
+models/index.json:
 For each model file in a folder: its name, file, tokenizer, size in bytes, format (fp32 or int8)
 and shape. Files that are not models (tokenizers) are left out, and so is a model whose tokenizer
 is not in the folder. The list also names the default model, the one the page opens on:
@@ -9,6 +11,7 @@ the largest model of any name, so the page opens on something that works.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import asdict, dataclass
@@ -95,3 +98,28 @@ def write_index(folder: Path) -> dict:
     if not target.is_file() or target.read_text() != text:
         target.write_text(text)
     return {**index, "skipped": skipped}
+
+
+OFFLINE_LIST = "offline.json"
+# Kept apart from the offline copy: models (the worker's own cache keeps those), the list itself,
+# the service worker (the browser keeps it), Pyodide's classic-script loader (the page uses the
+# module), and pages tests add to their copy of the site.
+_NOT_OFFLINE = ("models", OFFLINE_LIST, "sw.js", "pyodide/pyodide.js")
+
+
+def write_offline_list(site: Path) -> dict:
+    """Writes site/offline.json: the files web/sw.js keeps, and a version (a hash of their names
+    and bytes) that changes with any of them, so a new build replaces the old cache."""
+    keep = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
+    keep = [p for p in keep if not p.startswith(_NOT_OFFLINE) and not p.startswith("e2e-")
+            and "__pycache__" not in p]
+    digest = hashlib.sha256()
+    for name in keep:
+        digest.update(name.encode() + b"\0" + (site / name).read_bytes())
+    listing = {"version": digest.hexdigest()[:16],
+               "files": ["./", *keep, f"models/{INDEX_NAME}"]}
+    text = json.dumps(listing, indent=1)
+    target = site / OFFLINE_LIST
+    if not target.is_file() or target.read_text() != text:
+        target.write_text(text)
+    return listing
