@@ -437,7 +437,9 @@ async function clearCache() {
 
 /** Which of `urls` the model cache holds, and the storage the origin uses and may use. */
 async function cacheState(urls) {
-  const store = await openCache();
+  // caches.open would make the cache again after "Clear cache": look only if it is there
+  const store = self.caches && await caches.has(MODEL_CACHE).catch(() => false)
+    ? await openCache() : null;
   const cached = await Promise.all(urls.map(async (url) => !!(store && await store.match(url))));
   const estimate = navigator.storage && navigator.storage.estimate
     ? await navigator.storage.estimate().catch(() => ({})) : {};
