@@ -191,7 +191,8 @@ async function loadModel(model, tokenizer) {
   $('model-info').textContent = describe(info.config, info.bytes);
   $('cache-status').textContent = cacheText(info.cache);
   if (info.cache === 'stored' && navigator.storage && navigator.storage.persist) {
-    await navigator.storage.persist().catch(() => false); // keep models when space runs low
+    // Keep models when space runs low. Not awaited: Firefox asks the user, and may never answer.
+    navigator.storage.persist().then(() => showStorage(), () => {});
   }
   showStorage().catch(() => {});
   setState('ready');
