@@ -1127,7 +1127,9 @@ def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results") 
             raise
         print(f"bench: error: the browser failed: {str(e).strip()}", file=sys.stderr)
         return 1
-    text = bench.tables()
+    from token_view import table as token_view_table  # the token view's cost, off and on
+
+    text = bench.tables() + "\n\n" + token_view_table(runs, SHARED / "models" / "tokenizer.bin")
     print()
     print(text)
     print()
