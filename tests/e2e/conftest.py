@@ -195,12 +195,17 @@ def static_server(test_site) -> str:
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """Ends a process this test run started: SIGTERM, then SIGKILL after `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # -- the browser --------------------------------------------------------------------------------

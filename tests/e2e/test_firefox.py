@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import stop_process
 from .pageutil import MODELS, SHARED, golden_cases, golden_text, page_query
 from .widget_util import ThreadServer, widget_tag
 
@@ -150,12 +151,7 @@ def test_firefox_writes_the_goldens(dev_server, test_site, tmp_path):
                 if firefox.poll() is not None or time.monotonic() > deadline:
                     break
         finally:
-            firefox.terminate()
-            try:
-                firefox.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                firefox.kill()
-                firefox.wait()
+            stop_process(firefox, 20)
             collector.server.close()
     reports = {r["name"]: r for r in collector.reports}
     tail = log.read_text(errors="replace")[-2000:]
