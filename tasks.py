@@ -105,8 +105,8 @@ def run_step(c, command: str, failed: str, env: dict[str, str] | None = None) ->
 # -- setup --------------------------------------------------------------------------------------
 
 # Debian packages the build and the tests need, keyed by the command each one provides.
-DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "npm": "npm", CLANG: "clang-22",
-                   WASM_LD: "lld-22"}
+DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "firefox-esr": "firefox-esr",
+                   "npm": "npm", CLANG: "clang-22", WASM_LD: "lld-22"}
 # What `pip install -e` adds to the package: the build, serve and test tools.
 PIP_EXTRAS = "dev"
 
@@ -293,7 +293,28 @@ def build(c):
         copy_if_newer(source, SITE / source.relative_to(ROOT / "web"))
     for model in sorted(MODELS.glob("*.bin")) if MODELS.exists() else []:
         copy_if_newer(model, SITE / "models" / model.name)
+    write_model_index()
+    write_offline_list()
     say(f"site ready in {SITE.relative_to(ROOT)}/ ({len(files_under(SITE))} files)")
+
+
+def write_model_index() -> None:
+    """site/models/index.json, the page's model list; says which model the page opens on."""
+    from llama2c.catalog import write_index
+
+    (SITE / "models").mkdir(exist_ok=True)
+    index = write_index(SITE / "models")
+    for line in index["skipped"]:
+        say(f"warning: not in the model list: {line}")
+    names = ", ".join(m["name"] for m in index["models"]) or "none"
+    say(f"models in the site: {names}; the page opens on {index['default'] or 'no model'}")
+
+
+def write_offline_list() -> None:
+    """site/offline.json: what web/sw.js keeps for offline use, under a version of this build."""
+    from llama2c.catalog import write_offline_list as write
+
+    say(f"offline copy: version {write(SITE)['version']}")
 
 
 def build_engine(c) -> None:
@@ -422,44 +443,74 @@ def serve(c, host="127.0.0.1", port=8000):
 
 @task
 def screenshots(c, out="docs/screenshots"):
-    """Screenshots of the real page (desktop and phone width, light and dark) for the README."""
+    """Screenshots of the real page for the README: a story (desktop and phone width, light and
+    dark), a multi-turn chat with chatty260K, and the token view."""
+    import tempfile
     import threading
 
     import uvicorn
     from playwright.sync_api import sync_playwright
 
+    from llama2c.catalog import write_index
     from llama2c.devserver import create_app
 
     build(c)
-    config = uvicorn.Config(create_app(SITE), host="127.0.0.1", port=0, log_level="warning")
+    # The chat needs chatty260K, a test model that ends its replies: served from a copy of the site.
+    mirror = Path(os.environ.get("LLAMA2C_MIRROR", ROOT.parent / "shared"))
+    chatty = mirror / "models" / "chatty260K.bin"
+    if not chatty.is_file():
+        raise SystemExit(f"error: {chatty} is missing (set LLAMA2C_MIRROR to ../shared)")
+    root = Path(tempfile.mkdtemp(prefix="llama2c-screens-"))
+    shutil.copytree(SITE, root, dirs_exist_ok=True)
+    shutil.copy2(chatty, root / "models" / chatty.name)
+    write_index(root / "models")
+    config = uvicorn.Config(create_app(root), host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         thread.join(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    query = ("model=models/stories260K.bin&tokenizer=models/tok512.bin&prompt=Once%20upon%20a%20time"
-             "&temperature=0.8&seed=42&steps=200&autostart=1")
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    model = "model=models/stories260K.bin&tokenizer=models/tok512.bin"
+    story = f"{model}&prompt=Once%20upon%20a%20time&temperature=0.8&seed=42&steps=200"
+    chat = ("model=models/chatty260K.bin&tokenizer=models/tok512.bin&mode=chat&temperature=0.8"
+            "&topp=0.9&seed=11&steps=400&system=You%20are%20a%20storyteller."
+            "&chatinput=Hi%20there%0ATell%20me%20about%20a%20cat%0AWhat%20next%3F&autostart=1")
     target = ROOT / out
     target.mkdir(parents=True, exist_ok=True)
+
+    def shoot(browser, name, query, viewport, scheme="light", wait="done", token_view=False,
+              full_page=False):
+        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]},
+                                color_scheme=scheme)
+        page.goto(f"{base}/?{query}")
+        if token_view:
+            page.wait_for_function("document.body.dataset.state === 'ready'", timeout=120_000)
+            page.locator("#token-view").check()
+            page.locator("#generate").click()
+        page.wait_for_function(f"document.body.dataset.state === '{wait}'", timeout=120_000)
+        if token_view:
+            page.locator("#token-panel").scroll_into_view_if_needed()
+        path = target / f"{name}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        say(f"{path.relative_to(ROOT)}")
+        page.close()
+
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for device, viewport in {"desktop": (1280, 860), "phone": (390, 844)}.items():
                 for scheme in ("light", "dark"):
-                    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]},
-                                            color_scheme=scheme)
-                    page.goto(f"http://127.0.0.1:{port}/?{query}")
-                    page.wait_for_function("document.body.dataset.state === 'done'",
-                                           timeout=120_000)
-                    path = target / f"{device}-{scheme}.png"
-                    page.screenshot(path=str(path), full_page=device == "phone")
-                    say(f"{path.relative_to(ROOT)}")
-                    page.close()
+                    shoot(browser, f"{device}-{scheme}", f"{story}&autostart=1", viewport, scheme,
+                          full_page=device == "phone")
+            shoot(browser, "chat", chat, (1280, 860), wait="waiting")
+            shoot(browser, "token-view", story.replace("steps=200", "steps=40"), (1280, 860),
+                  token_view=True)
             browser.close()
     finally:
         server.should_exit = True
         thread.join()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @task

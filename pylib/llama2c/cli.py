@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .errors import CheckpointError, Llama2cError
-from .generate import Stats, answer_inputs, chat, generate
+from .generate import Stats, answer_inputs, chat, generate, read_line
 from .params import Settings
 from .sampler import Sampler
 from .tokenizer import Tokenizer
@@ -75,12 +75,8 @@ def parse_run_args(argv: list[str]) -> RunArgs:
 
 
 def _stdin_line(guide: str) -> str | None:
-    """run.c's read_stdin: fgets of up to 511 bytes, newline stripped; None at end of input."""
-    stdin = sys.stdin.buffer if sys.stdin else None
-    line = stdin.readline(511) if stdin else b""
-    if not line:
-        return None
-    return line.removesuffix(b"\n").decode("utf-8", "surrogateescape")
+    """The next line of standard input as run.c reads it (None at end of input, or without one)."""
+    return read_line(sys.stdin.buffer) if sys.stdin else None
 
 
 def run(args: RunArgs, out: BinaryIO) -> Stats:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Generator, Iterator
+from typing import BinaryIO, Callable, Generator, Iterator
 
 from .backend import Backend
 from .sampler import Sampler
@@ -130,13 +130,17 @@ def generate(model: Backend, tokenizer: Tokenizer, sampler: Sampler, prompt: str
 
 
 def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: str | None,
-         system_prompt: str | None, steps: int,
-         stats: Stats | None = None) -> Generator[Piece | InputRequest, str | None, None]:
+         system_prompt: str | None, steps: int, stats: Stats | None = None,
+         end_turn: Callable[[], bool] | None = None,
+         ) -> Generator[Piece | InputRequest, str | None, None]:
     """run.c's chat(): Llama 2 chat turns, the assistant's reply ending on EOS.
 
     When run.c would read stdin, this yields an InputRequest; `send()` the line (without its
     newline) or None for end of input, in which case the previous text is kept, as run.c's
     fgets leaves its buffer unchanged. A given `system_prompt` ("" included) is never asked for.
+
+    `end_turn` (the page's Stop) is asked before each assistant token: True ends the reply there,
+    as an EOS would ("\n", then `User: `). run.c has no such thing; without it this is run.c.
     """
     stats = stats if stats is not None else Stats()
     steps = resolve_steps(steps, model.config.seq_len)
@@ -148,6 +152,9 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
     next_token = 0
     pos = 0
     while pos < steps:
+        if end_turn is not None and not user_turn and end_turn():
+            user_turn = True
+            yield printer.piece(b"\n")
         if user_turn:
             if pos == 0:
                 if system_prompt is None:
@@ -191,6 +198,14 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
             yield printer.piece(tokenizer.decode(token, next_token), next_token, pos)
         if next_token == EOS:
             yield printer.piece(b"\n")
+
+
+def read_line(stdin: BinaryIO) -> str | None:
+    """run.c's read_stdin: fgets of up to 511 bytes, newline stripped; None at end of input."""
+    line = stdin.readline(511)
+    if not line:
+        return None
+    return line.removesuffix(b"\n").decode("utf-8", "surrogateescape")
 
 
 def answer_inputs(items: Generator[Piece | InputRequest, str | None, None],

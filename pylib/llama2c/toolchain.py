@@ -117,3 +117,6 @@ def sanitizer_env() -> dict[str, str]:
 CHROMIUM = os.environ.get("LLAMA2C_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Debian's Firefox ESR: Playwright's Firefox is a download these machines cannot reach, so the tests
+# open a harness page in it (tests/e2e/test_firefox.py).
+FIREFOX = os.environ.get("LLAMA2C_FIREFOX", "/usr/bin/firefox-esr")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from llama2c.toolchain import CHROMIUM, CHROMIUM_ARGS, ENGINE_SOURCE
 
-from . import server_bench, tables, targets
+from . import server_bench, tables, targets, token_view
 from .common import (
     GREEDY,
     PYLIB,
@@ -179,6 +179,8 @@ class Bench:
             self.timings["page"] = time.perf_counter() - t
             say("the dev server under load")
             self.server_load = server_bench.measure(tmp / "site")
+            say("the token view's cost")
+            self.token_view = token_view.measure(self.runs, tokenizer_for(32000))
         self.info["loadavg_end"] = os.getloadavg()
         self.timings["total"] = time.perf_counter() - started
 

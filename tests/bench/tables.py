@@ -25,6 +25,7 @@ from .common import (
     ratio,
 )
 from .server_bench import server_load_table
+from .token_view import token_view_table
 
 
 def baseline(bench, row: Row, name: str) -> float | None:
@@ -148,7 +149,7 @@ def memory_table(bench) -> list[str]:
 
 # Printed in this order, a blank line between them.
 TABLES = [speed_table, overhead_table, first_token_table, load_table, memory_table,
-          server_load_table]
+          server_load_table, token_view_table]
 
 
 def tables(bench) -> str:

@@ -8,7 +8,6 @@ counts the body bytes it sends, so "no byte was written" is checked at the sourc
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
