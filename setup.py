@@ -2,7 +2,8 @@
 
 The engine is a plain C library that llama2c.native loads with ctypes; it is built as an extension
 module only so that pip compiles and installs it. LLAMA2C_PURE=1 builds a pure-Python wheel, which
-is what the browser (Pyodide) gets: there the engine is WebAssembly.
+is what the browser (Pyodide) gets: there the engine is WebAssembly, and the training half
+(llama2c.train, which needs PyTorch) is left out.
 """
 
 import os
@@ -17,4 +18,7 @@ ENGINE = Extension(
     libraries=["m"],
 )
 
-setup(ext_modules=[] if os.environ.get("LLAMA2C_PURE") == "1" else [ENGINE])
+PURE = os.environ.get("LLAMA2C_PURE") == "1"
+
+setup(packages=["llama2c"] if PURE else ["llama2c", "llama2c.train"],
+      ext_modules=[] if PURE else [ENGINE])

@@ -117,10 +117,11 @@ def pip_missing(modules: list[str]) -> list[str]:
 @task
 def setup(c):
     """Install what a fresh machine lacks: Python and Debian packages, Pyodide, numpy for Pyodide."""
-    if pip_missing(["starlette", "uvicorn", "playwright", "pytest", "httpx", "matplotlib", "wheel"]) or \
+    if pip_missing(["starlette", "uvicorn", "playwright", "pytest", "httpx", "matplotlib", "wheel",
+                    "torch", "sentencepiece"]) or \
             not (ROOT / "pylib/llama2c" / native_library_name()).exists():
         say("installing the llama2c package and its dev dependencies")
-        c.run(f"{sys.executable} -m pip install -q -e '.[dev]'")
+        c.run(f"{sys.executable} -m pip install -q -e '.[dev,train]'")
 
     missing = [pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None]
     if missing:
