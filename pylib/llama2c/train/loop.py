@@ -94,8 +94,10 @@ PRESETS: dict[str, dict] = {
                 batch_size=32, gradient_accumulation_steps=16),
     "110M": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=12, max_seq_len=1024,
                  vocab_size=32000, batch_size=32, gradient_accumulation_steps=16),
-    "tiny": dict(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=16, max_seq_len=128,
-                 batch_size=32, gradient_accumulation_steps=1, learning_rate=2e-3,
+    # tiny: on the tests' story grammar, 2 layers at lr 4e-3 reach a lower loss in 200 steps than
+    # 4 layers at 2e-3 or 4e-3 (0.450 vs 0.484 and 0.458), in 0.8x the time of 4 layers.
+    "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=16, max_seq_len=128,
+                 batch_size=32, gradient_accumulation_steps=1, learning_rate=4e-3,
                  max_iters=600, warmup_iters=30, lr_decay_iters=600, min_lr=2e-4,
                  weight_decay=0.01, beta2=0.99, eval_interval=100, eval_iters=10, log_interval=10),
 }
