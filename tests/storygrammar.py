@@ -20,7 +20,7 @@ SLOTS = {
     "animal": ["cat", "dog", "bird", "fox"],
     "name": ["Tim", "Lily", "Ben", "Sue", "Max", "Mia", "Sam", "Zoe"],
     "verb": ["play", "run", "sing", "jump"],
-    "place": ["in the park", "by the lake", "at home", "in the garden"],
+    "place": ["in the park", "by the lake", "at home", "under a tree"],  # no two share a first word
     "thing": ["red ball", "shiny stone", "small box", "blue kite"],
     "feeling": ["happy", "proud", "surprised", "glad"],
 }
@@ -45,12 +45,16 @@ def _alternatives(slot: str) -> str:
     return "(?:" + "|".join(map(re.escape, SLOTS[slot])) + ")"
 
 
-# One story, with the name captured once and required to repeat.
-STORY_RE = re.compile(re.escape(TEMPLATE).replace(re.escape("{name}"), "(?P<name>" + _alternatives("name") + ")", 1)
-                      .replace(re.escape("{name}"), "(?P=name)")
-                      .replace(re.escape("{adj}"), _alternatives("adj"))
-                      .replace(re.escape("{animal}"), _alternatives("animal"))
-                      .replace(re.escape("{verb}"), _alternatives("verb"))
-                      .replace(re.escape("{place}"), _alternatives("place"))
-                      .replace(re.escape("{thing}"), _alternatives("thing"))
-                      .replace(re.escape("{feeling}"), _alternatives("feeling")))
+def story_pattern(repeat_name: bool) -> re.Pattern:
+    """One story; with repeat_name, every later name must equal the first."""
+    pattern = re.escape(TEMPLATE)
+    name = "(?P<name>" + _alternatives("name") + ")"
+    pattern = pattern.replace(re.escape("{name}"), name, 1)
+    pattern = pattern.replace(re.escape("{name}"), "(?P=name)" if repeat_name else _alternatives("name"))
+    for slot in SLOTS:
+        pattern = pattern.replace(re.escape("{" + slot + "}"), _alternatives(slot))
+    return re.compile(pattern)
+
+
+STORY_RE = story_pattern(repeat_name=True)
+STORY_SHAPE_RE = story_pattern(repeat_name=False)

@@ -97,18 +97,22 @@ def export(checkpoint: str | Path, out: str | Path, *, version: int = 0, tokeniz
         model.args.config().validate()
     except CheckpointError as e:
         raise TrainError(str(e)) from None
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
-        fp32 = Path(tmp) / "model.bin"
-        write_fp32(model, fp32)
-        if version == 2:
-            quantize_checkpoint(fp32, Path(tmp) / "q80.bin", group_size)
-            fp32 = Path(tmp) / "q80.bin"
-        fsync_replace(fp32, out)
-    if tokenizer:
+    try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+            fp32 = Path(tmp) / "model.bin"
+            write_fp32(model, fp32)
+            if version == 2:
+                quantize_checkpoint(fp32, Path(tmp) / "q80.bin", group_size)
+                fp32 = Path(tmp) / "q80.bin"
             copy = Path(tmp) / "tok.bin"
-            shutil.copyfile(tokenizer, copy)
-            fsync_replace(copy, tok_out)
+            if tokenizer:
+                shutil.copyfile(tokenizer, copy)
+            # both are complete on disk before either is renamed into place
+            fsync_replace(fp32, out)
+            if tokenizer:
+                fsync_replace(copy, tok_out)
+    except OSError as e:  # e.g. the disk is full: the temporary folder goes, the targets stay
+        raise TrainError(f"cannot write {out}: {e.strerror or e}") from None
     return targets
 
 

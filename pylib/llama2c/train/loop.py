@@ -168,7 +168,15 @@ class TrainStream:
 # -- checkpoints and history ---------------------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Writes a temporary file and renames it over `path`: a full disk or a crash leaves the
+    previous checkpoint whole."""
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except OSError as e:
+        raise TrainError(f"cannot write {path}: {e.strerror or e}") from None
+    except RuntimeError as e:  # torch's zip writer reports a short write as an "enforce fail"
+        raise TrainError(f"cannot write {path}: the write failed (disk full?): "
+                         f"{str(e).splitlines()[0]}") from None
 
 
 def write_history(out: Path, history: list[dict]) -> None:
@@ -370,10 +378,11 @@ def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, prog
                 last = {"iter": done, "train_loss": step_loss, "val_loss": row["val_loss"]}
                 history.append(row)
                 if d.master:
-                    if row["val_loss"] < best_val:
-                        best_val = row["val_loss"]
-                        save_checkpoint(out / "best.pt", checkpoint(done))
+                    improved = row["val_loss"] < best_val
+                    best_val = min(best_val, row["val_loss"])
                     save_checkpoint(ckpt_path, checkpoint(done))
+                    if improved:
+                        save_checkpoint(out / "best.pt", checkpoint(done))
                     write_history(out, history)
             elif done % c.log_interval == 0:
                 history.append(row)
