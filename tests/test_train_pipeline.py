@@ -294,3 +294,30 @@ def test_failed_checkpoint_write_keeps_the_last_checkpoint(trained_tiny, tmp_pat
     assert_error(proc, "cannot write", "ckpt.pt", "disk full")
     assert (out / "ckpt.pt").read_bytes() == saved and (out / "best.pt").read_bytes() == best
     assert not list(out.glob(".*.tmp"))
+
+
+# -- the two halves stay apart ------------------------------------------------------------------------------
+
+def test_inference_never_imports_torch(trained_tiny):
+    import subprocess
+    import sys
+    script = ("import sys, io; from llama2c.cli import main; code = main(sys.argv[1:]); "
+              "assert 'torch' not in sys.modules and 'sentencepiece' not in sys.modules, 'imported'; "
+              "sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", script, "run", str(trained_tiny.model), "-z",
+                           str(trained_tiny.tokenizer), "-n", "20"], capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.startswith(b"Once upon a time")
+
+
+def test_browser_wheel_leaves_out_training(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True,
+                   env={**os.environ, "LLAMA2C_PURE": "1"})
+    names = zipfile.ZipFile(next(tmp_path.glob("llama2c-*.whl"))).namelist()
+    assert "llama2c/tokenizer.py" in names and "llama2c/cli.py" in names
+    assert not [n for n in names if n.startswith("llama2c/train/") or n.endswith(".so")]
