@@ -407,3 +407,49 @@ def bench(c, runs=3, quick=False, out="bench-results"):
 
     if bench_main(runs=int(runs), quick=quick, out=out) != 0:
         raise SystemExit(1)
+
+
+# -- train your own (llama2c data / vocab / pretokenize / train / export) -----------------------
+
+
+def llama2c_cli(c, *args) -> None:
+    """Runs one `llama2c` training command in this interpreter's environment."""
+    import shlex
+    c.run(" ".join([sys.executable, "-m", "llama2c", *map(shlex.quote, map(str, args))]), pty=False)
+
+
+@task(name="data", help={"source": "tinystories, or text (then --files 'a.txt b.jsonl')",
+                         "from_": "a local folder holding TinyStories_all_data.tar.gz"})
+def data_task(c, source, files="", data="data", from_=None, force=False):
+    """A corpus in data/corpus: `invoke data tinystories` or `invoke data text --files FILE`."""
+    args = ["data", source, *files.split(), "--data", data]
+    llama2c_cli(c, *args, *(["--from", from_] if from_ else []), *(["--force"] if force else []))
+
+
+@task(help={"size": "vocabulary size; 32000 takes the Llama 2 tokenizer"})
+def vocab(c, size, data="data", force=False):
+    """A sentencepiece BPE vocabulary: data/tokN.model and data/tokN.bin."""
+    llama2c_cli(c, "vocab", "--size", size, "--data", data, *(["--force"] if force else []))
+
+
+@task(name="pretokenize")
+def pretokenize_task(c, vocab_size, data="data", force=False):
+    """uint16 token shards in data/tokN/ (BOS before each document; shard 0 is validation)."""
+    llama2c_cli(c, "pretokenize", "--vocab-size", vocab_size, "--data", data,
+                *(["--force"] if force else []))
+
+
+@task(name="train", help={"preset": "260K, 15M, 42M, 110M or tiny",
+                          "args": "more knobs, e.g. '--max_iters 2000 --batch_size 64'"})
+def train_task(c, preset="tiny", data="data", out="out", args=""):
+    """Train (or resume) with PyTorch; checkpoints, history.csv and loss.png in OUT."""
+    llama2c_cli(c, "train", "--preset", preset, "--data", data, "--out", out, *args.split())
+
+
+@task(name="export", help={"version": "0: fp32 (default), 2: int8",
+                           "site": "write into models/ for `invoke build serve`"})
+def export_task(c, checkpoint, out, version=0, tokenizer=None, site=False, force=False):
+    """A checkpoint (ours or llama2.c's ckpt.pt) as a model file run.c reads, tokenizer beside it."""
+    llama2c_cli(c, "export", checkpoint, out, "--version", version,
+                *(["--tokenizer", tokenizer] if tokenizer else []), *(["--site"] if site else []),
+                *(["--force"] if force else []))
