@@ -58,8 +58,14 @@ def two_processes(story_data, tmp_path_factory):
     return run(2, story_data[0], out)
 
 
-def test_two_processes_equal_one_with_accumulation(story_data, two_processes, tmp_path):
-    one = run(1, story_data[0], tmp_path / "out")
+@pytest.fixture(scope="module")
+def one_process(story_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "out"
+    return run(1, story_data[0], out)
+
+
+def test_two_processes_equal_one_with_accumulation(one_process, two_processes):
+    one = one_process
     assert sorted(one) == sorted(two_processes) == list(range(1, STEPS + 1))
     for it in one:
         for a, b in zip(one[it], two_processes[it]):
@@ -134,3 +140,30 @@ def test_killed_process_stops_the_job_and_resume_matches(story_data, two_process
     final, reference = resumed[STEPS], two_processes[STEPS]
     assert abs(final[0] - reference[0]) <= 1e-4 * reference[0]
     assert abs(final[1] - reference[1]) <= 1e-4 * reference[1]
+
+
+def test_ctrl_c_saves_and_resume_matches(story_data, one_process, tmp_path):
+    """Ctrl-C (SIGINT) in a one-process run: a checkpoint of the last finished step, exit 130;
+    running the same command again ends where the uninterrupted run ends."""
+    out = tmp_path / "out"
+    job = subprocess.Popen(command(1, story_data[0], out), env=train_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "ckpt.pt").exists():
+            assert job.poll() is None, job.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        job.send_signal(signal.SIGINT)
+        stdout, stderr = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 130, stderr.decode()[-2000:]
+    saved = torch.load(out / "ckpt.pt", weights_only=False)
+    assert 8 <= saved["iter_num"] < STEPS, "the interrupt came after the run ended"
+    assert f"saved {out / 'ckpt.pt'} at iteration {saved['iter_num']}".encode() in stdout
+    resumed = run(1, story_data[0], out)
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    assert resumed[STEPS][0] == pytest.approx(one_process[STEPS][0], rel=1e-4)
+    assert resumed[STEPS][1] == pytest.approx(one_process[STEPS][1], rel=1e-4)
