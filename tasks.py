@@ -399,13 +399,14 @@ def test(c, k="", x=False):
 
 @task(help={"runs": "runs per measurement (the tables show the median), default 3",
             "quick": "a fast smoke run: the stories15M shape only, one run",
-            "out": "folder for bench.json and bench.png, default bench-results/"})
-def bench(c, runs=3, quick=False, out="bench-results"):
+            "out": "folder for bench.json and bench.png, default bench-results/",
+            "train": "the training table instead: llama2c train vs plain PyTorch loops"})
+def bench(c, runs=3, quick=False, out="bench-results", train=False):
     """The speed and memory tables: native CLI, scalar baseline and the page, side by side."""
     sys.path.insert(0, str(ROOT / "tests" / "bench"))
     from runbench import main as bench_main
 
-    if bench_main(runs=int(runs), quick=quick, out=out) != 0:
+    if bench_main(runs=int(runs), quick=quick, out=out, train=train) != 0:
         raise SystemExit(1)
 
 

@@ -1107,7 +1107,12 @@ def git_describe() -> str:
     return proc.stdout.strip()
 
 
-def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results") -> int:
+def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results",
+         train: bool = False) -> int:
+    if train:  # `invoke bench --train`: the training table (tests/bench/train_bench.py)
+        from train_bench import table
+        print("\n".join(table(max(1, int(runs)))))
+        return 0
     out = Path(out)
     if not out.is_absolute():
         out = ROOT / out

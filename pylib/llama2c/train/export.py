@@ -80,14 +80,11 @@ def export(checkpoint: str | Path, out: str | Path, *, version: int = 0, tokeniz
     version 0: fp32; version 2: int8. site=True writes into models/ (the site's model folder).
     Nothing is replaced without force, and every file appears whole or not at all.
     """
-    out = Path(out)
-    if site:
-        MODELS_DIR.mkdir(exist_ok=True)
-        out = MODELS_DIR / out.name
+    out = MODELS_DIR / Path(out).name if site else Path(out)
     tok_out = out.with_name(out.name.removesuffix(".bin") + ".tok.bin")
     targets = [out] + ([tok_out] if tokenizer else [])
     for target in targets:
-        check_writable(target, force)
+        check_writable(target, force, folder_may_be_made=site)
     if version not in (0, 2):
         raise TrainError(f"unknown export version {version} (0: fp32, 2: int8)")
     if tokenizer and not Path(tokenizer).is_file():
@@ -97,6 +94,7 @@ def export(checkpoint: str | Path, out: str | Path, *, version: int = 0, tokeniz
         model.args.config().validate()
     except CheckpointError as e:
         raise TrainError(str(e)) from None
+    out.parent.mkdir(exist_ok=True)  # models/ for --site; otherwise it exists already
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
             fp32 = Path(tmp) / "model.bin"

@@ -14,11 +14,11 @@ class TrainError(Llama2cError):
     """Bad input to a training command: the CLI prints its message as one line."""
 
 
-def check_writable(target: Path, force: bool) -> None:
+def check_writable(target: Path, force: bool, folder_may_be_made: bool = False) -> None:
     """Refuses to replace an existing file unless forced (the user's files stay intact)."""
     if target.exists() and not force:
         raise TrainError(f"{target} exists (pass --force to replace it)")
-    if not target.parent.is_dir():
+    if not folder_may_be_made and not target.parent.is_dir():
         raise TrainError(f"no folder {target.parent} for {target.name}")
 
 
