@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import tarfile
 
 import numpy as np

@@ -19,7 +19,7 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..fetch import FetchError, ModelFile, fetch_file
+from ..fetch import MIRROR_ENV, FetchError, ModelFile, fetch_file
 from .util import TrainError
 
 CORPUS = "corpus"
@@ -152,15 +152,20 @@ def tinystories_shards(archive: Path) -> Iterator[list[str]]:
         raise TrainError(f"{archive}: a shard is not a JSON list of {{\"story\": ...}} ({e})") from None
 
 
+def fetch_into(file: ModelFile, data_dir: Path, mirror: str | Path | None, progress: bool) -> Path:
+    """fetch_file into DATA (mirror: the given folder, else $LLAMA2C_MIRROR), as a TrainError."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
+    try:
+        return fetch_file(file, data_dir, Path(mirror) if mirror else None, progress)
+    except FetchError as e:
+        raise TrainError(str(e)) from None
+
+
 def tinystories(data_dir: str | Path, mirror: str | Path | None = None, force: bool = False,
                 progress: bool = True, archive: ModelFile = TINYSTORIES) -> tuple[int, int]:
     """`llama2c data tinystories`: download (or copy from a mirror) the archive with the models'
     fetcher (size and sha256 checked, resumable, atomic), then unpack it into the corpus layout."""
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    mirror = mirror if mirror is not None else os.environ.get("LLAMA2C_MIRROR")
-    try:
-        path = fetch_file(archive, data_dir, Path(mirror) if mirror else None, progress)
-    except FetchError as e:
-        raise TrainError(str(e)) from None
+    path = fetch_into(archive, data_dir, mirror, progress)
     return write_corpus(data_dir, tinystories_shards(path), force)

@@ -226,7 +226,7 @@ def checkpoint_tensors(model: Transformer) -> dict:
     """The model's weights as run.c's named float32 numpy arrays (llama2c.checkpoint names)."""
     layers = model.layers
 
-    def stack(get) -> "np.ndarray":
+    def stack(get):  # -> (n_layers, *shape) float32 numpy array
         return torch.stack([get(layer).detach().float().cpu() for layer in layers]).numpy()
 
     weights = {

@@ -12,8 +12,8 @@ import struct
 import tempfile
 from pathlib import Path
 
-from ..fetch import LLAMA2_TOKENIZER, FetchError, fetch_file
-from .data import corpus_shards, read_shard
+from ..fetch import LLAMA2_TOKENIZER
+from .data import corpus_shards, fetch_into, read_shard
 from .util import TrainError, atomic_write
 
 LLAMA2_VOCAB = 32000
@@ -108,11 +108,6 @@ def llama2_tokenizer(data_dir: Path, force: bool, mirror: str | None) -> Path:
     target = bin_path(data_dir, LLAMA2_VOCAB)
     if target.exists() and not force:
         raise TrainError(f"{target} exists (pass --force to replace it)")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    mirror = mirror if mirror is not None else os.environ.get("LLAMA2C_MIRROR")
-    try:
-        path = fetch_file(LLAMA2_TOKENIZER, data_dir, Path(mirror) if mirror else None, False)
-    except FetchError as e:
-        raise TrainError(str(e)) from None
+    path = fetch_into(LLAMA2_TOKENIZER, data_dir, mirror, progress=False)
     atomic_write(target, lambda tmp_path: tmp_path.write_bytes(path.read_bytes()))
     return target
