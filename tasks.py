@@ -107,8 +107,22 @@ def run_step(c, command: str, failed: str, env: dict[str, str] | None = None) ->
 # Debian packages the build and the tests need, keyed by the command each one provides.
 DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "firefox-esr": "firefox-esr",
                    "npm": "npm", CLANG: "clang-22", WASM_LD: "lld-22"}
-# What `pip install -e` adds to the package: the build, serve and test tools.
-PIP_EXTRAS = "dev"
+# What `pip install -e` adds to the package: the build, serve and test tools, and PyTorch and
+# sentencepiece for training (pinned in pyproject.toml: an unpinned torch pulls a 3 GB CUDA build).
+PIP_EXTRAS = ("dev", "train")
+EXTRAS = ",".join(PIP_EXTRAS)
+
+
+def project_requirements() -> list[str]:
+    """What pyproject.toml asks for, with PIP_EXTRAS: the checkout's wishes, not what an earlier
+    install recorded."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: no TOML reader; always install
+        return ["tomllib"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    return project.get("dependencies", []) + [r for e in PIP_EXTRAS for r in extras.get(e, [])]
 
 
 def python_ready() -> bool:
@@ -125,26 +139,25 @@ def python_ready() -> bool:
     where = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
     if where != ROOT.as_uri():
         return False  # installed from another checkout, or not editable
-    for requirement in dist.requires or []:
-        if f'extra == "{PIP_EXTRAS}"' in requirement:
-            try:
-                importlib.metadata.distribution(re.match(r"[\w.-]+", requirement).group())
-            except importlib.metadata.PackageNotFoundError:
-                return False
-    return not newer(ROOT / "pylib/llama2c" / LIB_NAME, ROOT / "wasm/run.c")
+    for requirement in project_requirements():
+        try:
+            importlib.metadata.distribution(re.match(r"[\w.-]+", requirement).group())
+        except importlib.metadata.PackageNotFoundError:
+            return False
+    return not newer(ROOT / "pylib/llama2c" / LIB_NAME, ROOT / ENGINE_SOURCE, ROOT / KERNEL_HEADER)
 
 
 def setup_python(c) -> None:
     if python_ready():
-        say(f"skipped: llama2c[{PIP_EXTRAS}] is already installed from this checkout")
+        say(f"skipped: llama2c[{EXTRAS}] is already installed from this checkout")
         return
     if sys.prefix == sys.base_prefix and (Path(sysconfig.get_path("stdlib")) /
                                           "EXTERNALLY-MANAGED").exists():
         raise SetupError(f"{sys.executable} is managed by Debian (PEP 668); make a virtual "
                          "environment first: python3 -m venv ~/.venvs/llama2c && "
                          ". ~/.venvs/llama2c/bin/activate")
-    say(f"installing llama2c[{PIP_EXTRAS}] from this checkout (pip install -e)")
-    run_step(c, f"{sys.executable} -m pip install -q -e '{ROOT}[{PIP_EXTRAS}]'",
+    say(f"installing llama2c[{EXTRAS}] from this checkout (pip install -e)")
+    run_step(c, f"{sys.executable} -m pip install -q -e '{ROOT}[{EXTRAS}]'",
              "pip could not install the package and its tools (see above); check that PyPI "
              "is reachable, then run `invoke setup` again")
 
@@ -576,11 +589,59 @@ def fuzz(c, minutes="10", seed=0):
 @task(help={"runs": "runs per measurement (the tables show the median), default 3",
             "quick": "a fast smoke run: the stories15M shape only, one run",
             "out": "folder for bench.json and bench.png, default bench-results/",
-            "targets_only": "only the issue-13 target table (paired ratios), with --runs rounds"})
-def bench(c, runs=3, quick=False, out="bench-results", targets_only=False):
+            "targets_only": "only the issue-13 target table (paired ratios), with --runs rounds",
+            "train": "the training table instead: llama2c train vs plain PyTorch loops"})
+def bench(c, runs=3, quick=False, out="bench-results", targets_only=False, train=False):
     """The speed and memory tables: native CLI, scalar baseline and the page, side by side."""
     sys.path.insert(0, str(ROOT / "tests"))
     from bench.runbench import main as bench_main
 
-    if bench_main(runs=int(runs), quick=quick, out=out, targets_only=targets_only) != 0:
+    if bench_main(runs=int(runs), quick=quick, out=out, targets_only=targets_only,
+                  train=train) != 0:
         raise SystemExit(1)
+
+
+# -- train your own (llama2c data / vocab / pretokenize / train / export) -----------------------
+
+
+def llama2c_cli(c, *args) -> None:
+    """Runs one `llama2c` training command in this interpreter's environment."""
+    import shlex
+    c.run(" ".join([sys.executable, "-m", "llama2c", *map(shlex.quote, map(str, args))]), pty=False)
+
+
+@task(name="data", help={"source": "tinystories, or text (then --files 'a.txt b.jsonl')",
+                         "from_": "a local folder holding TinyStories_all_data.tar.gz"})
+def data_task(c, source, files="", data="data", from_=None, force=False):
+    """A corpus in data/corpus: `invoke data tinystories` or `invoke data text --files FILE`."""
+    args = ["data", source, *files.split(), "--data", data]
+    llama2c_cli(c, *args, *(["--from", from_] if from_ else []), *(["--force"] if force else []))
+
+
+@task(help={"size": "vocabulary size; 32000 takes the Llama 2 tokenizer"})
+def vocab(c, size, data="data", force=False):
+    """A sentencepiece BPE vocabulary: data/tokN.model and data/tokN.bin."""
+    llama2c_cli(c, "vocab", "--size", size, "--data", data, *(["--force"] if force else []))
+
+
+@task(name="pretokenize")
+def pretokenize_task(c, vocab_size, data="data", force=False):
+    """uint16 token shards in data/tokN/ (BOS before each document; shard 0 is validation)."""
+    llama2c_cli(c, "pretokenize", "--vocab-size", vocab_size, "--data", data,
+                *(["--force"] if force else []))
+
+
+@task(name="train", help={"preset": "260K, 15M, 42M, 110M or tiny",
+                          "args": "more knobs, e.g. '--max_iters 2000 --batch_size 64'"})
+def train_task(c, preset="tiny", data="data", out="out", args=""):
+    """Train (or resume) with PyTorch; checkpoints, history.csv and loss.png in OUT."""
+    llama2c_cli(c, "train", "--preset", preset, "--data", data, "--out", out, *args.split())
+
+
+@task(name="export", help={"version": "0: fp32 (default), 2: int8",
+                           "site": "write into models/ for `invoke build serve`"})
+def export_task(c, checkpoint, out, version=0, tokenizer=None, site=False, force=False):
+    """A checkpoint (ours or llama2.c's ckpt.pt) as a model file run.c reads, tokenizer beside it."""
+    llama2c_cli(c, "export", checkpoint, out, "--version", version,
+                *(["--tokenizer", tokenizer] if tokenizer else []), *(["--site"] if site else []),
+                *(["--force"] if force else []))

@@ -33,7 +33,16 @@ Options:
   -y <string> (optional) system prompt in chat mode
 
        llama2c inspect <checkpoint> [-z tokenizer]
+
+Train your own (needs `pip install -e '.[train]'`; see llama2c/train/commands.py):
+       llama2c data tinystories | data text FILE...
+       llama2c vocab --size N
+       llama2c pretokenize --vocab-size N
+       llama2c train [--preset 260K|15M|42M|110M|tiny] [--KNOB VALUE ...]
+       llama2c export CKPT OUT.bin [--version 0|2] [--site] [--force]
 """
+
+TRAIN_COMMANDS = ("data", "vocab", "pretokenize", "train", "export")
 
 
 class UsageError(Exception):
@@ -159,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "inspect":
             return inspect(*_inspect_args(rest))
+        if command in TRAIN_COMMANDS:  # the training half; imports torch only when it needs it
+            from .train.commands import main as train_main
+            return train_main(command, rest)
         if command in ("-h", "--help", "help"):
             return _usage()
         raise UsageError(f"unknown command {command!r}" if command else "missing a command")

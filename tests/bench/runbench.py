@@ -34,7 +34,7 @@ from pathlib import Path
 
 from llama2c.toolchain import CHROMIUM, CHROMIUM_ARGS, ENGINE_SOURCE
 
-from . import server_bench, tables, targets, token_view
+from . import server_bench, tables, targets, token_view, train_bench
 from .common import (
     GREEDY,
     PYLIB,
@@ -337,7 +337,10 @@ class Bench:
 
 
 def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results",
-         targets_only: bool = False) -> int:
+         targets_only: bool = False, train: bool = False) -> int:
+    if train:  # `invoke bench --train`: the training table (train_bench.py)
+        print("\n".join(train_bench.table(max(1, int(runs)))))
+        return 0
     out = Path(out)
     if not out.is_absolute():
         out = ROOT / out
