@@ -3,7 +3,8 @@
 The engine is a plain C library that llama2c.native loads with ctypes; it is built as an extension
 module only so that pip compiles and installs it, with the flags in llama2c/toolchain.py (the same
 as `invoke native`). LLAMA2C_PURE=1 builds the pure-Python wheel that the browser (Pyodide) gets:
-there the engine is WebAssembly, and the modules in NATIVE_ONLY stay out.
+there the engine is WebAssembly, the modules in NATIVE_ONLY stay out, and so does the training
+half (llama2c.train, which needs PyTorch).
 """
 
 import importlib.util
@@ -17,8 +18,9 @@ PURE = os.environ.get("LLAMA2C_PURE") == "1"
 
 # The command line, the native engine's loader, and the build, serve and download tools: the page
 # runs none of them.
-NATIVE_ONLY = {"llama2c.__main__", "llama2c.cli", "llama2c.devserver", "llama2c.fetch",
-               "llama2c.native", "llama2c.quantize", "llama2c.reference", "llama2c.toolchain"}
+NATIVE_ONLY = {"llama2c.__main__", "llama2c.catalog", "llama2c.cli", "llama2c.command",
+               "llama2c.devserver", "llama2c.fetch", "llama2c.native", "llama2c.quantize",
+               "llama2c.reference", "llama2c.toolchain"}
 
 
 def load_toolchain():
@@ -49,4 +51,7 @@ ENGINE = Extension(
     extra_link_args=toolchain.NATIVE_LDFLAGS,
 )
 
-setup(ext_modules=[] if PURE else [ENGINE], cmdclass={"build_py": BuildPy})
+# include_package_data off: it would ship every tracked file under llama2c/ as data, llama2c/train
+# in the browser wheel included.
+setup(packages=["llama2c"] if PURE else ["llama2c", "llama2c.train"], include_package_data=False,
+      ext_modules=[] if PURE else [ENGINE], cmdclass={"build_py": BuildPy})

@@ -7,6 +7,7 @@
     invoke serve            the dev server on http://127.0.0.1:8000
     invoke test             every test (does any missing setup and build first)
     invoke bench            the speed and memory tables
+    invoke fuzz             a longer, coverage-guided fuzz campaign on the engine's loader
 
 LLAMA2C_MIRROR names a local folder to take models and Pyodide wheels from instead of their
 official homes (CI sets it to ../shared).
@@ -104,10 +105,24 @@ def run_step(c, command: str, failed: str, env: dict[str, str] | None = None) ->
 # -- setup --------------------------------------------------------------------------------------
 
 # Debian packages the build and the tests need, keyed by the command each one provides.
-DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "npm": "npm", CLANG: "clang-22",
-                   WASM_LD: "lld-22"}
-# What `pip install -e` adds to the package: the build, serve and test tools.
-PIP_EXTRAS = "dev"
+DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "firefox-esr": "firefox-esr",
+                   "npm": "npm", CLANG: "clang-22", WASM_LD: "lld-22"}
+# What `pip install -e` adds to the package: the build, serve and test tools, and PyTorch and
+# sentencepiece for training (pinned in pyproject.toml: an unpinned torch pulls a 3 GB CUDA build).
+PIP_EXTRAS = ("dev", "train")
+EXTRAS = ",".join(PIP_EXTRAS)
+
+
+def project_requirements() -> list[str]:
+    """What pyproject.toml asks for, with PIP_EXTRAS: the checkout's wishes, not what an earlier
+    install recorded."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: no TOML reader; always install
+        return ["tomllib"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    return project.get("dependencies", []) + [r for e in PIP_EXTRAS for r in extras.get(e, [])]
 
 
 def python_ready() -> bool:
@@ -124,26 +139,25 @@ def python_ready() -> bool:
     where = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
     if where != ROOT.as_uri():
         return False  # installed from another checkout, or not editable
-    for requirement in dist.requires or []:
-        if f'extra == "{PIP_EXTRAS}"' in requirement:
-            try:
-                importlib.metadata.distribution(re.match(r"[\w.-]+", requirement).group())
-            except importlib.metadata.PackageNotFoundError:
-                return False
-    return not newer(ROOT / "pylib/llama2c" / LIB_NAME, ROOT / "wasm/run.c")
+    for requirement in project_requirements():
+        try:
+            importlib.metadata.distribution(re.match(r"[\w.-]+", requirement).group())
+        except importlib.metadata.PackageNotFoundError:
+            return False
+    return not newer(ROOT / "pylib/llama2c" / LIB_NAME, ROOT / ENGINE_SOURCE, ROOT / KERNEL_HEADER)
 
 
 def setup_python(c) -> None:
     if python_ready():
-        say(f"skipped: llama2c[{PIP_EXTRAS}] is already installed from this checkout")
+        say(f"skipped: llama2c[{EXTRAS}] is already installed from this checkout")
         return
     if sys.prefix == sys.base_prefix and (Path(sysconfig.get_path("stdlib")) /
                                           "EXTERNALLY-MANAGED").exists():
         raise SetupError(f"{sys.executable} is managed by Debian (PEP 668); make a virtual "
                          "environment first: python3 -m venv ~/.venvs/llama2c && "
                          ". ~/.venvs/llama2c/bin/activate")
-    say(f"installing llama2c[{PIP_EXTRAS}] from this checkout (pip install -e)")
-    run_step(c, f"{sys.executable} -m pip install -q -e '{ROOT}[{PIP_EXTRAS}]'",
+    say(f"installing llama2c[{EXTRAS}] from this checkout (pip install -e)")
+    run_step(c, f"{sys.executable} -m pip install -q -e '{ROOT}[{EXTRAS}]'",
              "pip could not install the package and its tools (see above); check that PyPI "
              "is reachable, then run `invoke setup` again")
 
@@ -292,7 +306,28 @@ def build(c):
         copy_if_newer(source, SITE / source.relative_to(ROOT / "web"))
     for model in sorted(MODELS.glob("*.bin")) if MODELS.exists() else []:
         copy_if_newer(model, SITE / "models" / model.name)
+    write_model_index()
+    write_offline_list()
     say(f"site ready in {SITE.relative_to(ROOT)}/ ({len(files_under(SITE))} files)")
+
+
+def write_model_index() -> None:
+    """site/models/index.json, the page's model list; says which model the page opens on."""
+    from llama2c.catalog import write_index
+
+    (SITE / "models").mkdir(exist_ok=True)
+    index = write_index(SITE / "models")
+    for line in index["skipped"]:
+        say(f"warning: not in the model list: {line}")
+    names = ", ".join(m["name"] for m in index["models"]) or "none"
+    say(f"models in the site: {names}; the page opens on {index['default'] or 'no model'}")
+
+
+def write_offline_list() -> None:
+    """site/offline.json: what web/sw.js keeps for offline use, under a version of this build."""
+    from llama2c.catalog import write_offline_list as write
+
+    say(f"offline copy: version {write(SITE)['version']}")
 
 
 def build_engine(c) -> None:
@@ -421,44 +456,74 @@ def serve(c, host="127.0.0.1", port=8000):
 
 @task
 def screenshots(c, out="docs/screenshots"):
-    """Screenshots of the real page (desktop and phone width, light and dark) for the README."""
+    """Screenshots of the real page for the README: a story (desktop and phone width, light and
+    dark), a multi-turn chat with chatty260K, and the token view."""
+    import tempfile
     import threading
 
     import uvicorn
     from playwright.sync_api import sync_playwright
 
+    from llama2c.catalog import write_index
     from llama2c.devserver import create_app
 
     build(c)
-    config = uvicorn.Config(create_app(SITE), host="127.0.0.1", port=0, log_level="warning")
+    # The chat needs chatty260K, a test model that ends its replies: served from a copy of the site.
+    mirror = Path(os.environ.get("LLAMA2C_MIRROR", ROOT.parent / "shared"))
+    chatty = mirror / "models" / "chatty260K.bin"
+    if not chatty.is_file():
+        raise SystemExit(f"error: {chatty} is missing (set LLAMA2C_MIRROR to ../shared)")
+    root = Path(tempfile.mkdtemp(prefix="llama2c-screens-"))
+    shutil.copytree(SITE, root, dirs_exist_ok=True)
+    shutil.copy2(chatty, root / "models" / chatty.name)
+    write_index(root / "models")
+    config = uvicorn.Config(create_app(root), host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         thread.join(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    query = ("model=models/stories260K.bin&tokenizer=models/tok512.bin&prompt=Once%20upon%20a%20time"
-             "&temperature=0.8&seed=42&steps=200&autostart=1")
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    model = "model=models/stories260K.bin&tokenizer=models/tok512.bin"
+    story = f"{model}&prompt=Once%20upon%20a%20time&temperature=0.8&seed=42&steps=200"
+    chat = ("model=models/chatty260K.bin&tokenizer=models/tok512.bin&mode=chat&temperature=0.8"
+            "&topp=0.9&seed=11&steps=400&system=You%20are%20a%20storyteller."
+            "&chatinput=Hi%20there%0ATell%20me%20about%20a%20cat%0AWhat%20next%3F&autostart=1")
     target = ROOT / out
     target.mkdir(parents=True, exist_ok=True)
+
+    def shoot(browser, name, query, viewport, scheme="light", wait="done", token_view=False,
+              full_page=False):
+        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]},
+                                color_scheme=scheme)
+        page.goto(f"{base}/?{query}")
+        if token_view:
+            page.wait_for_function("document.body.dataset.state === 'ready'", timeout=120_000)
+            page.locator("#token-view").check()
+            page.locator("#generate").click()
+        page.wait_for_function(f"document.body.dataset.state === '{wait}'", timeout=120_000)
+        if token_view:
+            page.locator("#token-panel").scroll_into_view_if_needed()
+        path = target / f"{name}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        say(f"{path.relative_to(ROOT)}")
+        page.close()
+
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for device, viewport in {"desktop": (1280, 860), "phone": (390, 844)}.items():
                 for scheme in ("light", "dark"):
-                    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]},
-                                            color_scheme=scheme)
-                    page.goto(f"http://127.0.0.1:{port}/?{query}")
-                    page.wait_for_function("document.body.dataset.state === 'done'",
-                                           timeout=120_000)
-                    path = target / f"{device}-{scheme}.png"
-                    page.screenshot(path=str(path), full_page=device == "phone")
-                    say(f"{path.relative_to(ROOT)}")
-                    page.close()
+                    shoot(browser, f"{device}-{scheme}", f"{story}&autostart=1", viewport, scheme,
+                          full_page=device == "phone")
+            shoot(browser, "chat", chat, (1280, 860), wait="waiting")
+            shoot(browser, "token-view", story.replace("steps=200", "steps=40"), (1280, 860),
+                  token_view=True)
             browser.close()
     finally:
         server.should_exit = True
         thread.join()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @task
@@ -481,17 +546,102 @@ def test(c, k="", x=False):
     c.run(f"{sys.executable} -m pytest {' '.join(args)}", pty=False)
 
 
+# -- fuzzing ------------------------------------------------------------------------------------
+
+
+@task(help={"minutes": "how long to run, default 10",
+            "seed": "libFuzzer's random seed (0: a new one each run)"})
+def fuzz(c, minutes="10", seed=0):
+    """A coverage-guided libFuzzer campaign on the engine's loader, under ASan and UBSan.
+
+    Starts from the seed checkpoints and the crashes in tests/fuzz/crashes/, and copies any new
+    crash there, so the tests replay it from then on. `invoke test` runs a fixed corpus instead.
+    """
+    sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
+    import corpus
+
+    work = CACHE / "fuzz"
+    live = work / "corpus"  # libFuzzer's growing corpus, kept between campaigns
+    found = work / "found"
+    for folder in (live, found):
+        folder.mkdir(parents=True, exist_ok=True)
+    for path in corpus.write_seeds(work / "seeds") + sorted(corpus.CRASHES.glob("*.bin")):
+        shutil.copy(path, live / path.name)
+    target = corpus.build_libfuzzer(work / "fuzz_loader")
+    say(f"fuzzing the loader for {minutes} min (corpus in {live.relative_to(ROOT)})")
+    proc = subprocess.run([str(target), f"-max_total_time={int(float(minutes) * 60)}",
+                           f"-seed={int(seed)}", "-max_len=65536", "-rss_limit_mb=2048",
+                           "-print_final_stats=1", f"-artifact_prefix={found}/", str(live)],
+                          env=corpus.fuzz_env())
+    crashes = sorted(p for p in found.iterdir() if p.is_file())
+    for crash in crashes:
+        shutil.copy(crash, corpus.CRASHES / f"libfuzzer-{crash.name}.bin")
+        say(f"crash saved as tests/fuzz/crashes/libfuzzer-{crash.name}.bin: fix it, then describe "
+            "it in tests/fuzz/crashes/README.md")
+    if proc.returncode != 0 or crashes:
+        raise SystemExit(1)
+    say("no crash found")
+
+
 # -- benchmark ----------------------------------------------------------------------------------
 
 
 @task(help={"runs": "runs per measurement (the tables show the median), default 3",
             "quick": "a fast smoke run: the stories15M shape only, one run",
             "out": "folder for bench.json and bench.png, default bench-results/",
-            "targets_only": "only the issue-13 target table (paired ratios), with --runs rounds"})
-def bench(c, runs=3, quick=False, out="bench-results", targets_only=False):
+            "targets_only": "only the issue-13 target table (paired ratios), with --runs rounds",
+            "train": "the training table instead: llama2c train vs plain PyTorch loops"})
+def bench(c, runs=3, quick=False, out="bench-results", targets_only=False, train=False):
     """The speed and memory tables: native CLI, scalar baseline and the page, side by side."""
     sys.path.insert(0, str(ROOT / "tests"))
     from bench.runbench import main as bench_main
 
-    if bench_main(runs=int(runs), quick=quick, out=out, targets_only=targets_only) != 0:
+    if bench_main(runs=int(runs), quick=quick, out=out, targets_only=targets_only,
+                  train=train) != 0:
         raise SystemExit(1)
+
+
+# -- train your own (llama2c data / vocab / pretokenize / train / export) -----------------------
+
+
+def llama2c_cli(c, *args) -> None:
+    """Runs one `llama2c` training command in this interpreter's environment."""
+    import shlex
+    c.run(" ".join([sys.executable, "-m", "llama2c", *map(shlex.quote, map(str, args))]), pty=False)
+
+
+@task(name="data", help={"source": "tinystories, or text (then --files 'a.txt b.jsonl')",
+                         "from_": "a local folder holding TinyStories_all_data.tar.gz"})
+def data_task(c, source, files="", data="data", from_=None, force=False):
+    """A corpus in data/corpus: `invoke data tinystories` or `invoke data text --files FILE`."""
+    args = ["data", source, *files.split(), "--data", data]
+    llama2c_cli(c, *args, *(["--from", from_] if from_ else []), *(["--force"] if force else []))
+
+
+@task(help={"size": "vocabulary size; 32000 takes the Llama 2 tokenizer"})
+def vocab(c, size, data="data", force=False):
+    """A sentencepiece BPE vocabulary: data/tokN.model and data/tokN.bin."""
+    llama2c_cli(c, "vocab", "--size", size, "--data", data, *(["--force"] if force else []))
+
+
+@task(name="pretokenize")
+def pretokenize_task(c, vocab_size, data="data", force=False):
+    """uint16 token shards in data/tokN/ (BOS before each document; shard 0 is validation)."""
+    llama2c_cli(c, "pretokenize", "--vocab-size", vocab_size, "--data", data,
+                *(["--force"] if force else []))
+
+
+@task(name="train", help={"preset": "260K, 15M, 42M, 110M or tiny",
+                          "args": "more knobs, e.g. '--max_iters 2000 --batch_size 64'"})
+def train_task(c, preset="tiny", data="data", out="out", args=""):
+    """Train (or resume) with PyTorch; checkpoints, history.csv and loss.png in OUT."""
+    llama2c_cli(c, "train", "--preset", preset, "--data", data, "--out", out, *args.split())
+
+
+@task(name="export", help={"version": "0: fp32 (default), 2: int8",
+                           "site": "write into models/ for `invoke build serve`"})
+def export_task(c, checkpoint, out, version=0, tokenizer=None, site=False, force=False):
+    """A checkpoint (ours or llama2.c's ckpt.pt) as a model file run.c reads, tokenizer beside it."""
+    llama2c_cli(c, "export", checkpoint, out, "--version", version,
+                *(["--tokenizer", tokenizer] if tokenizer else []), *(["--site"] if site else []),
+                *(["--force"] if force else []))

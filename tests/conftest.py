@@ -83,3 +83,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} not in {err!r}"
     return err
+
+
+# -- training (tests/train_fixtures.py) ----------------------------------------------------------
+
+from train_fixtures import story_data, trained_tiny  # noqa: E402,F401

@@ -17,10 +17,10 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
+from conftest import MODELS as SHARED_MODELS  # ../shared/models, or LLAMA2C_SHARED's
 from llama2c import devserver
 from llama2c.devserver import create_app
 
-SHARED_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 PYLIB = Path(__file__).resolve().parents[1] / "pylib"
 SECRET = b"top secret, outside the site"
 
@@ -189,6 +189,33 @@ def test_open_ended_range(client: TestClient) -> None:
 def test_unsatisfiable_range(client: TestClient) -> None:
     response = client.get("/models/tok512.bin", headers={"Range": "bytes=9000-9999"})
     assert response.status_code == 416
+
+
+@pytest.mark.parametrize("value", ["items=0-10", "pages=1-2", "Bytes", "none"])
+def test_unknown_range_unit_is_ignored(client: TestClient, value: str) -> None:
+    """RFC 9110 section 14.2: a server ignores a Range with a unit it does not know (was 400)."""
+    data = (SHARED_MODELS / "tok512.bin").read_bytes()
+    response = client.get("/models/tok512.bin", headers={"Range": value})
+    assert response.status_code == 200
+    assert response.content == data and "content-range" not in response.headers
+    assert_site_headers(response.headers)
+
+
+@pytest.mark.parametrize("value", ["bytes=+5-10", "bytes=5-+10", "bytes= 1_0-20", "bytes=0x10-20",
+                                   "bytes=", "bytes=,", "bytes=a-b", "bytes=5", "bytes=--5"])
+def test_malformed_byte_range_is_refused(client: TestClient, value: str) -> None:
+    """Byte ranges are decimal digits only: "+5" used to be read as 5 (Python's int())."""
+    response = client.get("/models/tok512.bin", headers={"Range": value})
+    assert response.status_code == 400
+    assert_site_headers(response.headers)
+
+
+@pytest.mark.parametrize("value,expected", [("bytes=0-0", "bytes 0-0/6227"),
+                                            ("bytes=-5", "bytes 6222-6226/6227"),
+                                            ("bytes = 10-19", "bytes 10-19/6227")])
+def test_well_formed_byte_ranges_still_work(client: TestClient, value: str, expected: str) -> None:
+    response = client.get("/models/tok512.bin", headers={"Range": value})
+    assert response.status_code == 206 and response.headers["content-range"] == expected
 
 
 # --- confinement --------------------------------------------------------------------------

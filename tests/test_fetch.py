@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED  # ../shared beside the project, or LLAMA2C_SHARED's
 from llama2c import fetch
 from llama2c.fetch import FetchError, ModelFile, fetch_model
 

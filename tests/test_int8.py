@@ -179,7 +179,7 @@ def test_int8_kernel_sums_groups_in_order_not_in_lanes():
     in any other order than runq.c's (lanes, pairs) gives other float bits here."""
     from llama2c.native import q8_matmul
 
-    n, group_size = 128, 32
+    n = 128  # 4 groups of 32
     xq = np.ones(n, np.int8)
     wq = np.ones((4, n), np.int8)
     ws = np.array([[1.0, 3e-8, 3e-8, 3e-8]] * 4, np.float32)

@@ -361,12 +361,37 @@ static void free_state(RunState* s) {
     memset(s, 0, sizeof(*s));
 }
 
+/*
+ * a * b into *out, in size_t: the width the engine really has (32 bits in WebAssembly, where a
+ * product of exactly 2^32 would wrap to 0 and calloc(0) would succeed). Returns 0 on overflow.
+ */
+static int mul_size(size_t a, size_t b, size_t* out) {
+    if (b != 0 && a > SIZE_MAX / b) return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* Element counts of the run state's two buffers that grow with seq_len; 0 when one overflows. */
+static int state_sizes(const Config* c, size_t* cache, size_t* att) {
+    size_t kv_dim = (size_t)c->dim / c->n_heads * c->n_kv_heads; /* <= dim: cannot overflow */
+    size_t layer;
+    return mul_size((size_t)c->seq_len, kv_dim, &layer) && mul_size(layer, c->n_layers, cache) &&
+           mul_size(*cache, sizeof(float), &layer) && /* the cache in bytes fits too */
+           mul_size((size_t)c->n_heads, (size_t)c->seq_len, att) &&
+           mul_size(*att, sizeof(float), &layer);
+}
+
 static int alloc_state(RunState* s, const Layout* l) {
     const Config* c = &l->config;
-    size_t kv_dim = (size_t)c->dim * c->n_kv_heads / c->n_heads;
-    size_t cache = (size_t)c->n_layers * c->seq_len * kv_dim;
-    size_t widest = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
+    /* The KV cache in MB, for the message: computed in double, which cannot overflow. */
+    double cache_mb = 2.0 * c->n_layers * c->seq_len * ((double)c->dim / c->n_heads) *
+                      c->n_kv_heads * sizeof(float) / 1e6;
+    size_t cache, att;
     memset(s, 0, sizeof(*s));
+    if (!state_sizes(c, &cache, &att)) {
+        return fail(L2C_ERR_NOMEM, "out of memory: the KV cache alone needs %.1f MB", cache_mb);
+    }
+    size_t widest = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
     s->x = calloc(c->dim, sizeof(float));
     s->xb = calloc(c->dim, sizeof(float));
     s->xb2 = calloc(c->dim, sizeof(float));
@@ -376,15 +401,14 @@ static int alloc_state(RunState* s, const Layout* l) {
     s->xq.q = int8 ? calloc(widest, sizeof(int8_t)) : NULL;
     s->xq.s = int8 ? calloc(widest / l->group_size, sizeof(float)) : NULL;
     s->q = calloc(c->dim, sizeof(float));
-    s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
+    s->att = calloc(att, sizeof(float));
     s->logits = calloc(c->vocab_size, sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || (int8 && (!s->xq.q || !s->xq.s)) ||
         !s->q || !s->att || !s->logits || !s->key_cache || !s->value_cache) {
         free_state(s);
-        return fail(L2C_ERR_NOMEM, "out of memory: the KV cache alone needs %.1f MB",
-                    2.0 * cache * sizeof(float) / 1e6);
+        return fail(L2C_ERR_NOMEM, "out of memory: the KV cache alone needs %.1f MB", cache_mb);
     }
     return L2C_OK;
 }
@@ -522,7 +546,10 @@ static void quantize(QuantizedVector* out, const float* x, int n, int group_size
         float scale = wmax / 127.0f;
         out->s[g] = scale;
         for (int i = 0; i < group_size; i++) {
-            out->q[(size_t)g * group_size + i] = scale > 0.0f ? (int8_t)roundf(xg[i] / scale) : 0;
+            /* NaN (a non-finite weight or an overflowed activation) quantizes to 0, as x86's
+             * conversion gives in practice: casting it to int8 would be undefined. */
+            float r = scale > 0.0f ? roundf(xg[i] / scale) : 0.0f;
+            out->q[(size_t)g * group_size + i] = r >= -128.0f && r <= 127.0f ? (int8_t)r : 0;
         }
     }
 }

@@ -6,6 +6,9 @@
 
 export class EngineError extends Error {}
 
+/** WebAssembly memory's limit for the engine: tasks.py builds it with MAXIMUM_MEMORY=4GB. */
+const WASM_MAX_MEMORY = 2 ** 32;
+
 export class Engine {
   /** Instantiates the module at `moduleUrl` (an emcc MODULARIZE + EXPORT_ES6 build). One module
    *  holds any number of models: make an Engine on it for each. */
@@ -35,15 +38,29 @@ export class Engine {
     return this.m.UTF8ToString(this.m._l2c_last_error());
   }
 
-  /** Frees any loaded model, then reserves `size` bytes for the next checkpoint. */
+  /** The most checkpoint bytes this engine could still take: WebAssembly memory ends at 4 GiB
+   *  (the build's MAXIMUM_MEMORY), and what is already in use is not free. */
+  maxBytes() {
+    return WASM_MAX_MEMORY - this.m.HEAPU8.length;
+  }
+
+  /** The error for a checkpoint of `size` bytes, or of more than `size` when `more` (a download
+   *  of unknown length that passed the limit). */
+  static tooLarge(size, more = false) {
+    return new EngineError(
+      `the model is too large for this browser: ${more ? 'more than ' : ''}` +
+        `${(size / 1e6).toFixed(0)} MB does not fit in WebAssembly memory (at most 4 GB, weights ` +
+        'and KV cache together)');
+  }
+
+  /** Frees any loaded model, then reserves `size` bytes for the next checkpoint. A size the engine
+   *  cannot hold is refused before malloc: malloc takes a 32-bit size, so 2^32 + 16 bytes would
+   *  wrap to a 16-byte block that the download then writes past. */
   allocate(size) {
     this.free();
+    if (!Number.isSafeInteger(size) || size < 0 || size > this.maxBytes()) throw Engine.tooLarge(size);
     const ptr = this.m._malloc(Math.max(size, 1));
-    if (!ptr) {
-      throw new EngineError(
-        `the model is too large for this browser: ${(size / 1e6).toFixed(0)} MB does not fit ` +
-          'in WebAssembly memory (at most 4 GB, weights and KV cache together)');
-    }
+    if (!ptr) throw Engine.tooLarge(size);
     this.data = ptr;
     this.size = size;
   }

@@ -5,55 +5,40 @@
 //                  prompt="Once upon a time" temperature="0.8" topp="0.9" steps="256" seed="42">
 //   </llama2c-story>
 //
-// Relative model and tokenizer URLs resolve against this script's URL, where the site lives.
-// Attributes: model, tokenizer, prompt, temperature, topp, steps, seed, mode (generate|chat),
-// system, threads, autostart. JS API: generate(), stop(), `text` (the story so far, exactly what
-// `llama2c run` prints, final newline aside), `state`; events `progress` (detail: {what, loaded,
-// total}), `token` (detail: {text}), `done` (detail: {text, report}), `error` (detail: {message}).
+// Relative model and tokenizer URLs resolve against this script's URL, where the site lives;
+// without a model attribute, the site's default model (models/index.json). Attributes: model,
+// tokenizer, prompt, temperature, topp, steps, seed, mode (generate|chat), system, threads,
+// autostart.
+// JS API:
+//   generate()  starts a story (or a chat); waits for the model first. Resolves with `text` when
+//               the story is done or the chat waits for a line; rejects with the load error.
+//   reply(text) the next line of a chat (run.c's `User: ` read); resolves like generate().
+//   stop()      ends a reply after its current token (a chat then waits for a line); ends a chat
+//               that waits.
+//   ready       a promise of the loaded model (rejects with the load error).
+//   text        the story or chat so far: exactly what `llama2c run` prints, final newline aside.
+//   state       loading | ready | generating | waiting | done | error (also data-state).
+// Events: `progress` ({what, loaded, total}), `token` ({text}), `waiting` ({guide}), `done`
+// ({text, report}), `error` ({message}).
 //
 // Every widget on a page shares one worker (one Python runtime, one engine) and each model is
-// downloaded once.
+// downloaded once. This file is one module script for other sites; it imports client.js from
+// beside itself.
+
+import { Client, FrameBatcher, connect, modelIndex, textNodes } from './client.js';
 
 const BASE = new URL('.', import.meta.url);
-const DEFAULTS = {
-  model: 'models/stories15M.bin',
-  tokenizer: 'models/tokenizer.bin',
-  temperature: '1.0',
-  topp: '0.9',
-  steps: '256',
-};
-
-// -- the shared worker ------------------------------------------------------------------------
-
-let sharedWorker = null;
-const widgets = new Map(); // client id -> widget
+const FALLBACK = { model: 'models/stories15M.bin', tokenizer: 'models/tokenizer.bin' };
+let siteDefault = null; // a Promise of the site's default model's {model, tokenizer}
 let nextClient = 1;
 
-/** One worker per page. A blob module worker that imports ours works across origins. */
-function worker(threads) {
-  if (sharedWorker) return sharedWorker;
-  const script = new URL('worker.js', BASE).href;
-  let instance;
-  if (new URL(script).origin === location.origin) {
-    instance = new Worker(script, { type: 'module' });
-  } else {
-    const source = `import ${JSON.stringify(script)};`;
-    const blob = URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
-    instance = new Worker(blob, { type: 'module' });
-  }
-  instance.onmessage = (event) => {
-    const m = event.data;
-    if (m.type === 'progress' && m.what === 'runtime') {
-      for (const widget of widgets.values()) widget.onWorkerMessage(m);
-    } else if (m.type === 'error' && m.client === undefined) {
-      for (const widget of widgets.values()) widget.onWorkerMessage(m);
-    } else if (widgets.has(m.client)) {
-      widgets.get(m.client).onWorkerMessage(m);
-    }
-  };
-  instance.postMessage({ type: 'init', threads });
-  sharedWorker = instance;
-  return instance;
+function defaultModel() {
+  siteDefault ??= modelIndex(BASE).then((index) => {
+    const entry = index && index.models.find((m) => m.name === index.default);
+    return entry ? { model: entry.url, tokenizer: entry.tokenizerUrl } : {
+      model: new URL(FALLBACK.model, BASE).href, tokenizer: new URL(FALLBACK.tokenizer, BASE).href };
+  });
+  return siteDefault;
 }
 
 // -- the element ------------------------------------------------------------------------------
@@ -69,6 +54,8 @@ const TEMPLATE = `
   button { font: inherit; padding: 0.3rem 0.9rem; border-radius: 0.3rem; cursor: pointer; }
   progress { flex: 0 0 8rem; }
   [hidden] { display: none !important; }
+  .chat { display: flex; gap: 0.5rem; align-items: center; margin-top: 0.5rem; }
+  .chat input { flex: 1; font: inherit; padding: 0.3rem 0.5rem; }
   .error { color: #b3261e; }
   @media (prefers-color-scheme: dark) { .error { color: #ffb4ab; } }
 </style>
@@ -80,6 +67,11 @@ const TEMPLATE = `
     <progress max="1" value="0" hidden></progress>
     <span class="status" aria-live="polite"></span>
   </div>
+  <form class="chat" hidden>
+    <label class="guide" for="line">User:</label>
+    <input id="line" class="line" type="text" autocomplete="off" spellcheck="false">
+    <button class="send" part="send" type="submit">Send</button>
+  </form>
   <p class="error" role="alert" hidden></p>
 </div>`;
 
@@ -90,12 +82,8 @@ export class Llama2cStory extends HTMLElement {
 
   constructor() {
     super();
-    this.client = `widget-${nextClient++}`;
     this.state = 'loading';
     this._pieces = [];
-    this._pendingText = []; // pieces of story text waiting for the next frame
-    this._ready = false;
-    this._stopFlag = null;
     const root = this.attachShadow({ mode: 'open' });
     root.innerHTML = TEMPLATE;
     this.$story = root.querySelector('.story');
@@ -104,8 +92,22 @@ export class Llama2cStory extends HTMLElement {
     this.$progress = root.querySelector('progress');
     this.$status = root.querySelector('.status');
     this.$error = root.querySelector('.error');
-    this.$go.addEventListener('click', () => this.generate());
+    this.$chat = root.querySelector('.chat');
+    this.$guide = root.querySelector('.guide');
+    this.$line = root.querySelector('.line');
+    this._shown = new FrameBatcher((texts) => this.$story.append(textNodes(texts)));
+    this.$go.addEventListener('click', () => this.generate().catch(() => {}));
     this.$stop.addEventListener('click', () => this.stop());
+    this.$chat.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const text = this.$line.value;
+      this.$line.value = '';
+      this.reply(text).catch(() => {});
+    });
+    this._client = null;
+    this._loaded = false;
+    // generate() before the element is even connected waits for the load that connecting starts
+    this.ready = this._settle(new Promise((resolve) => { this._firstLoad = resolve; }));
   }
 
   /** The story so far: exactly what `llama2c run` prints, final newline aside. */
@@ -114,133 +116,154 @@ export class Llama2cStory extends HTMLElement {
   }
 
   connectedCallback() {
-    widgets.set(this.client, this);
-    this._worker = worker(this.getAttribute('threads') || 0);
+    if (!this._client) {
+      this._client = new Client(connect({ threads: this.getAttribute('threads') || 0 }),
+        `widget-${nextClient++}`, {
+          progress: (m) => this._progress(m),
+          piece: (m) => this._piece(m.text),
+          error: (m) => this._fail(m.message),
+        });
+    }
     this._load();
   }
 
   disconnectedCallback() {
     this.stop();
-    widgets.delete(this.client);
   }
 
   attributeChangedCallback(name, old, value) {
-    if (this.isConnected && old !== null && old !== value) this._load();
+    if (this.isConnected && this._client && old !== value) this._load();
   }
 
   _option(name) {
-    return this.getAttribute(name) ?? DEFAULTS[name] ?? null;
-  }
-
-  _url(name) {
-    return new URL(this._option(name), BASE).href;
+    return this.getAttribute(name);
   }
 
   _load() {
-    this._ready = false;
+    this._loaded = false;
     this._setState('loading');
-    this._worker.postMessage({ type: 'load', client: this.client, model: this._url('model'),
-      tokenizer: this._url('tokenizer') });
-  }
-
-  /** Starts a story with the element's attributes. Resolves when it is done. */
-  generate() {
-    if (!this._ready || this.state === 'generating') return Promise.resolve(this.text);
-    this._pieces = [];
-    this._pendingText = [];
-    this.$story.textContent = '';
-    this.$error.hidden = true;
-    this._stopFlag = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
-    const seed = this.getAttribute('seed');
-    this._setState('generating');
-    this._worker.postMessage({
-      type: 'generate',
-      client: this.client,
-      stopFlag: this._stopFlag && this._stopFlag.buffer,
-      params: {
-        mode: this._option('mode') || 'generate',
-        prompt: this._option('prompt'),
-        system_prompt: this._option('mode') === 'chat' ? this._option('system') ?? '' : null,
-        temperature: this._option('temperature'),
-        topp: this._option('topp'),
-        steps: this._option('steps'),
-        seed: seed && seed !== 'random' ? seed : String(1 + Math.floor(Math.random() * 0x7ffffffe)),
-      },
-    });
-    return new Promise((resolve) => {
-      this.addEventListener('done', () => resolve(this.text), { once: true });
-    });
-  }
-
-  /** Ends the story in progress after its current token. */
-  stop() {
-    if (this._stopFlag) Atomics.store(this._stopFlag, 0, 1);
-    if (this._worker) this._worker.postMessage({ type: 'stop', client: this.client });
-  }
-
-  onWorkerMessage(m) {
-    switch (m.type) {
-      case 'progress': {
-        this.$progress.hidden = false;
-        this.$progress.max = m.total || 1;
-        this.$progress.value = m.total ? m.loaded : 0;
-        const percent = m.total ? ` ${Math.floor((100 * m.loaded) / m.total)}%` : '';
-        this.$status.textContent = `${m.what === 'runtime' ? 'runtime' : m.what}${percent}`;
-        this._emit('progress', { what: m.what, loaded: m.loaded, total: m.total });
-        break;
-      }
-      case 'model':
-        this._ready = true;
+    const loading = this._settle((async () => {
+      const site = this.hasAttribute('model') ? null : await defaultModel();
+      const url = (name) => (site ? site[name] : new URL(this._option(name) ??
+        FALLBACK[name], BASE).href);
+      try {
+        const info = await this._client.load(url('model'), url('tokenizer'));
+        this._loaded = true;
         this.$progress.hidden = true;
         this.$status.textContent = '';
         this._setState('ready');
-        if (this.hasAttribute('autostart')) this.generate();
-        break;
-      case 'piece':
-        this._pieces.push(m.text);
-        this._showText(m.text);
-        this._emit('token', { text: m.text });
-        break;
-      case 'done':
-        this._flushText();
-        this.$status.textContent = m.report.tokps ? `${m.report.tokps.toFixed(1)} tok/s` : '';
-        this._setState('done');
-        this._emit('done', { text: this.text, report: m.report });
-        break;
-      case 'error':
-        this._flushText();
-        this.$error.textContent = m.message;
-        this.$error.hidden = false;
-        this.$progress.hidden = true;
-        if (m.during === 'load' || m.during === 'init') this._ready = false;
-        this._setState('error');
-        this._emit('error', { message: m.message });
-        break;
+        if (this.hasAttribute('autostart')) this.generate().catch(() => {});
+        return info;
+      } catch (e) {
+        this._fail(e.message);
+        throw e;
+      }
+    })());
+    if (this._firstLoad) this._firstLoad(loading);
+    this._firstLoad = null;
+    this.ready = loading;
+  }
+
+  /** Starts a story (or a chat) with the element's attributes, once the model is ready. */
+  async generate() {
+    await this.ready;
+    if (this._client.turn) return this.text; // one at a time
+    this._pieces = [];
+    this._shown.clear();
+    this.$story.textContent = '';
+    this.$error.hidden = true;
+    const mode = this._option('mode') || 'generate';
+    return this._run(() => this._client.generate({
+      mode,
+      prompt: this._option('prompt'),
+      system: this._option('system'), // absent: chat reads it first, as run.c without -y
+      temperature: this._option('temperature') ?? undefined,
+      topp: this._option('topp') ?? undefined,
+      steps: this._option('steps') ?? undefined,
+      seed: this._option('seed'),
+    }));
+  }
+
+  /** The next line of a chat that waits for one. */
+  reply(text) {
+    if (this.state !== 'waiting') return Promise.reject(new Error('the chat is not waiting for a line'));
+    return this._run(() => this._client.reply(text));
+  }
+
+  /** Ends the reply in progress after its current token; ends a chat that waits for a line. */
+  stop() {
+    if (!this._client) return;
+    const finished = this._client.stop();
+    if (this.state === 'waiting') this._run(() => finished).catch(() => {});
+  }
+
+  async _run(request) {
+    this._setState('generating');
+    let turn;
+    try {
+      turn = await request();
+    } catch (e) {
+      this._shown.flush();
+      this._fail(e.message);
+      throw e;
     }
+    this._shown.flush();
+    const report = turn.report;
+    this.$status.textContent = report && report.tokps ? `${report.tokps.toFixed(1)} tok/s` : '';
+    if (turn.status === 'waiting') {
+      this.$guide.textContent = turn.guide.trim();
+      this._setState('waiting');
+      this._emit('waiting', { guide: turn.guide });
+    } else {
+      this._setState('done');
+      this._emit('done', { text: this.text, report });
+    }
+    return this.text;
   }
 
-  /** Adds story text once per frame: a fast model must not keep the page's thread busy. */
-  _showText(text) {
-    if (!this._pendingText.length) requestAnimationFrame(() => this._flushText());
-    this._pendingText.push(text);
+  _progress(m) {
+    this.$progress.hidden = false;
+    this.$progress.max = m.total || 1;
+    this.$progress.value = m.total ? m.loaded : 0;
+    const percent = m.total ? ` ${Math.floor((100 * m.loaded) / m.total)}%` : '';
+    this.$status.textContent = `${m.what}${percent}`;
+    this._emit('progress', { what: m.what, loaded: m.loaded, total: m.total });
   }
 
-  _flushText() {
-    const nodes = document.createDocumentFragment();
-    for (const text of this._pendingText) nodes.append(text); // text nodes: never parsed as HTML
-    this.$story.append(nodes);
-    this._pendingText = [];
+  _piece(text) {
+    this._pieces.push(text);
+    this._shown.push(text);
+    this._emit('token', { text });
+  }
+
+  _fail(message) {
+    this._shown.flush();
+    this.$error.textContent = message; // text, never HTML
+    this.$error.hidden = false;
+    this.$progress.hidden = true;
+    this._setState('error');
+    this._emit('error', { message });
+  }
+
+  /** `promise`, marked handled: nobody has to await `ready` for a failed load to be quiet. */
+  _settle(promise) {
+    promise.catch(() => {});
+    return promise;
   }
 
   _setState(state) {
     const focused = this.shadowRoot.activeElement;
     this.state = state;
     this.dataset.state = state;
-    this.$go.disabled = !this._ready || state === 'generating' || state === 'loading';
-    this.$stop.disabled = state !== 'generating';
-    // A button that becomes disabled drops the keyboard focus: hand it to the one taking over.
-    if (focused === this.$go && this.$go.disabled && !this.$stop.disabled) this.$stop.focus();
-    else if (focused === this.$stop && this.$stop.disabled && !this.$go.disabled) this.$go.focus();
+    this.$go.disabled = !this._loaded || state === 'generating' || state === 'waiting';
+    this.$stop.disabled = state !== 'generating' && state !== 'waiting';
+    this.$chat.hidden = state !== 'waiting';
+    // A control that becomes disabled or hidden drops the keyboard focus: hand it on.
+    if (state === 'waiting' && (focused === this.$stop || focused === this.$line ||
+        focused === this.$go)) this.$line.focus();
+    else if (focused && (focused.disabled || focused.closest('[hidden]'))) {
+      (this.$stop.disabled ? this.$go : this.$stop).focus();
+    }
   }
 
   _emit(type, detail) {

@@ -4,18 +4,31 @@
 // things and pulls one piece of text at a time.
 //
 // One worker serves every client on a page (the page, or several widgets): each message carries a
-// `client` id, each model is downloaded and loaded once, and generations run one after another.
+// `client` id, each model is downloaded and loaded once, and requests run one after another.
+// web/client.js is the other end of this protocol; nothing else speaks it.
 //
-// In:  {type: 'init', threads, cores, relaxed} | {type: 'load', client, model, tokenizer}
-//      | {type: 'generate', client, params, stopFlag?} | {type: 'stop', client}
-//      | {type: 'clear-cache'}    (stopFlag: a SharedArrayBuffer whose first int32 becomes 1 on Stop)
-// Out: {type: 'progress', client?, what, loaded, total, cached} | {type: 'runtime', engine}
-//      | {type: 'model', client, config, bytes, engine, cache} | {type: 'start', client, seed}
-//      | {type: 'piece', client, text} | {type: 'done', client, stopped, report}
-//      | {type: 'error', client?, during, message} | {type: 'cache-cleared'}
+// Requests carry an `id`, and each gets exactly one answer: {type: 'result', id, value} or
+// {type: 'failure', id, during, message}.
+//   {type: 'init', threads, cores, relaxed}            (cores: the page's hardwareConcurrency;
+//                                                      relaxed false: the SIMD128 int8 kernel)
+//   {type: 'load', client, model, tokenizer}          -> {config, bytes, engine, cache}
+//   {type: 'generate', client, params, stopFlag?}     -> a Turn (below)
+//   {type: 'reply', client, text}                     -> a Turn: the chat goes on with this line
+//   {type: 'finish', client}                          -> a Turn: ends a chat that waits for a line
+//   {type: 'cache-state', urls}                       -> {cached: [bool], usage, quota}
+//   {type: 'clear-cache'}                             -> null
+// A Turn is {status: 'done' | 'waiting', guide?, stopped, report}: generation runs until the story
+// ends or chat waits for a line (`guide` is what it printed, e.g. "User: ").
+// {type: 'stop', client} has no answer and skips the queue: it ends the reply in progress after its
+// current token (stopFlag: a SharedArrayBuffer whose first int32 the client sets to 1 does the same
+// without waiting for this worker's message loop). In chat, Stop ends the reply and chat asks for
+// the next line; in a story, it ends the story.
+// Events: {type: 'progress', client?, what, loaded, total, cached} | {type: 'runtime', engine}
+//      | {type: 'start', client, seed} | {type: 'piece', client, text, view?}
+//      | {type: 'error', during: 'init', message}
 
 import { loadPyodide } from './pyodide/pyodide.mjs';
-import { Engine } from './engine.js';
+import { Engine, EngineError } from './engine.js';
 
 const BASE = new URL('.', import.meta.url);
 const PYODIDE_URL = new URL('pyodide/', BASE).href;
@@ -34,7 +47,7 @@ let threadsWanted = 0; // 0 = automatic
 let cores = 1; // the machine's, as the page sees them
 const models = new Map(); // model URL + tokenizer URL -> Promise of {engine, session, ...}
 const clients = new Map(); // client id -> the model entry it uses
-let running = null; // {client, stop} of the generation in progress
+let running = null; // the turn in progress: {client, session, chat, flag, stop, ...}
 let queue = Promise.resolve(); // messages run one after another
 
 const post = (message) => self.postMessage(message);
@@ -151,9 +164,16 @@ function engineLabel(threads, format = 0) {
  * URLs go through Cache Storage: a second visit reads the model without downloading it. When the
  * storage quota is exceeded the bytes still arrive, from memory, and `cache` says so.
  */
-async function download(source, what, client, begin, sink) {
+async function download(source, what, client, begin, sink, limit = Infinity) {
   let response;
   let cache = 'none';
+  if (!(source instanceof Blob)) {
+    try {
+      source = new URL(source, self.location.href).href; // "http://[::1" fails here, readably
+    } catch {
+      throw new Error(`the ${what} URL ${source} is not a valid URL`);
+    }
+  }
   if (source instanceof Blob) {
     response = new Response(source, { headers: { 'Content-Length': String(source.size) } });
     cache = 'local file';
@@ -181,16 +201,32 @@ async function download(source, what, client, begin, sink) {
   const chunks = [];
   let loaded = 0;
   const reader = response.body.getReader();
-  const direct = total > 0 && begin(total); // write in place when the size is known
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (direct) sink(loaded, value);
-    else chunks.push(value);
-    loaded += value.length;
-    post({ type: 'progress', client, what, loaded, total, cached: cache === 'cached' });
+  const where = source instanceof Blob ? source.name : source;
+  let direct = false;
+  try {
+    // Write in place when the size is known; begin() refuses a size too large before any byte.
+    direct = total > 0 && begin(total);
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      // Without a Content-Length the bytes are held here until the end: never more than `limit`.
+      if (!direct && loaded + value.length > limit) throw tooLarge(what, limit);
+      if (direct) sink(loaded, value);
+      else chunks.push(value);
+      loaded += value.length;
+      post({ type: 'progress', client, what, loaded, total, cached: cache === 'cached' });
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    if (e instanceof EngineError) throw e; // too large, or longer than announced
+    // A connection cut short: say which download failed, not a bare "network error".
+    throw new Error(`could not download the ${what} from ${where}: ${e.message} ` +
+      `(after ${loaded} of ${total || 'an unknown number of'} bytes)`);
   }
-  if (direct && loaded !== total) throw new Error(`the ${what} download ended early`);
+  if (direct && loaded !== total) {
+    throw new Error(`could not download the ${what} from ${where}: the download ended early ` +
+      `(${loaded} of ${total} bytes)`);
+  }
   if (!direct) {
     begin(loaded);
     let offset = 0;
@@ -239,6 +275,13 @@ async function openCache() {
   }
 }
 
+/** The error for a download of unknown length that passed `limit` bytes. */
+function tooLarge(what, limit) {
+  return what === 'model' ? Engine.tooLarge(limit, true)
+    : new EngineError(`the ${what} is too large for this browser: more than ` +
+      `${(limit / 1e6).toFixed(0)} MB`);
+}
+
 // -- models ---------------------------------------------------------------------------------
 
 function modelKey(model, tokenizer) {
@@ -266,13 +309,14 @@ async function createModel(client, modelSource, tokenizerSource) {
       (size) => {
         engine.allocate(size);
         return true;
-      }, (offset, chunk) => engine.write(offset, chunk)));
+      }, (offset, chunk) => engine.write(offset, chunk), engine.maxBytes()));
     engine.check(); // throws the engine's message for a truncated or corrupt checkpoint
     let tokenizerBytes = null;
     const tokenizer = await download(tokenizerSource, 'tokenizer', client, (size) => {
+      if (size > engine.maxBytes()) throw tooLarge('tokenizer', engine.maxBytes());
       tokenizerBytes = new Uint8Array(size);
       return true;
-    }, (offset, chunk) => tokenizerBytes.set(chunk, offset));
+    }, (offset, chunk) => tokenizerBytes.set(chunk, offset), engine.maxBytes());
     let cache = model.cache;
     if (model.cache === 'stored') { // before load(), which rearranges the weights in place
       cache = await remember(modelSource, model.bytes, (offset, length) => engine.read(offset, length));
@@ -327,7 +371,7 @@ async function load(client, model, tokenizer) {
   if (previous) release(previous); // free it first: two large models may not fit together
   const entry = await loadModel(client, model, tokenizer);
   clients.set(client, entry);
-  post({ type: 'model', client, ...entry.info });
+  return entry.info;
 }
 
 /** Frees a model that no client uses any more. */
@@ -350,10 +394,70 @@ const yieldToEvents = () => new Promise((resolve) => {
 });
 
 /**
- * Pulls the story piece by piece. A Stop must end it within one token, so the loop looks for one
- * after every token: in a shared flag when the client sent one (cross-origin isolated pages), or
- * else by letting the worker's queued messages run.
+ * Pulls the story piece by piece until it ends or chat waits for a line. A Stop must end a reply
+ * within one token, so the loop looks for one after every token: in a shared flag when the client
+ * sent one (cross-origin isolated pages), or else by letting the worker's queued messages run.
  */
+async function run(client) {
+  const entry = clients.get(client);
+  const turn = entry && entry.turn;
+  if (!turn || turn.client !== client) throw new Error('no chat is in progress');
+  const { session, flag, tokenView } = turn;
+  const stopRequested = () => turn.stop || (flag !== null && Atomics.load(flag, 0) !== 0);
+  running = turn;
+  const began = performance.now();
+  let lastYield = began;
+  let stopped = false;
+  try {
+    for (;;) {
+      const text = session.step();
+      if (startup['first token'] === undefined) { // `invoke bench` reads these
+        startup['first token'] = performance.now() - began;
+        startup['first token ends at'] = performance.now();
+      }
+      if (text === undefined || text === null) break;
+      if (session.waiting !== undefined && session.waiting !== null) {
+        return turnResult(session, 'waiting', stopped, began);
+      }
+      if (text) {
+        const view = tokenView ? toJs(session.view()) : undefined; // no work when the view is off
+        post({ type: 'piece', client, text, view });
+      }
+      if (!flag || performance.now() - lastYield > 100) {
+        await yieldToEvents();
+        lastYield = performance.now();
+      }
+      if (stopRequested()) {
+        stopped = true;
+        if (!turn.chat) break;
+        session.end_turn(); // chat goes on: the reply ends here and chat asks for a line
+        turn.stop = false;
+        if (flag) Atomics.store(flag, 0, 0);
+      }
+    }
+    entry.turn = null;
+    return turnResult(session, 'done', stopped, began);
+  } finally {
+    running = null;
+  }
+}
+
+function turnResult(session, status, stopped, began) {
+  const report = toJs(session.report());
+  report.loop_ms = performance.now() - began;
+  report.startup = startup;
+  return { status, guide: status === 'waiting' ? session.waiting : undefined, stopped, report };
+}
+
+/** A Python dict or list as plain JavaScript data (null stays null). */
+function toJs(value) {
+  if (value === undefined || value === null) return null;
+  const plain = value.toJs({ dict_converter: Object.fromEntries });
+  value.destroy();
+  return plain;
+}
+
+/** Starts a story or a chat for `client` on its model, and runs it. */
 async function generate(client, params, stopFlag) {
   const entry = clients.get(client);
   if (!entry) throw new Error('no model is loaded');
@@ -361,44 +465,63 @@ async function generate(client, params, stopFlag) {
   const options = pyodide.toPy(params);
   let seed;
   try {
-    seed = session.start(options);
+    seed = session.start(options); // ends any chat another client had waiting on this model
   } finally {
     options.destroy();
   }
-  const flag = stopFlag ? new Int32Array(stopFlag) : null;
-  running = { client, stop: false };
+  entry.turn = { client, session, chat: params.mode === 'chat', tokenView: !!params.token_view,
+    flag: stopFlag ? new Int32Array(stopFlag) : null, stop: false };
   post({ type: 'start', client, seed: String(seed) });
-  const began = performance.now();
-  let lastYield = began;
-  try {
-    for (;;) {
-      const text = session.step();
-      if (startup['first token'] === undefined) {
-        startup['first token'] = performance.now() - began;
-        startup['first token ends at'] = performance.now();
-      }
-      if (text === undefined || text === null) break;
-      if (text) post({ type: 'piece', client, text });
-      if (!flag || performance.now() - lastYield > 100) {
-        await yieldToEvents();
-        lastYield = performance.now();
-      }
-      if (running.stop || (flag && Atomics.load(flag, 0))) break;
-    }
-    const report = session.report().toJs({ dict_converter: Object.fromEntries });
-    report.loop_ms = performance.now() - began;
-    report.startup = startup;
-    post({ type: 'done', client, stopped: running.stop || !!(flag && Atomics.load(flag, 0)),
-      report });
-  } finally {
-    running = null;
+  return run(client);
+}
+
+/** The next line of a chat that waits for one. */
+function reply(client, text) {
+  const entry = clients.get(client);
+  const turn = entry && entry.turn;
+  if (!turn || turn.client !== client || turn.session.waiting == null) {
+    throw new Error('no chat is waiting for a line');
   }
+  turn.session.reply(String(text));
+  return run(client);
+}
+
+/** Ends a chat that waits for a line (Stop while it waits). */
+function finish(client) {
+  const entry = clients.get(client);
+  const turn = entry && entry.turn;
+  if (!turn || turn.client !== client) throw new Error('no chat is in progress');
+  entry.turn = null;
+  return { status: 'done', stopped: true, report: toJs(turn.session.report()) };
 }
 
 async function clearCache() {
   if (self.caches) await caches.delete(MODEL_CACHE);
-  post({ type: 'cache-cleared' });
+  return null;
 }
+
+/** Which of `urls` the model cache holds, and the storage the origin uses and may use. */
+async function cacheState(urls) {
+  // caches.open would make the cache again after "Clear cache": look only if it is there
+  const store = self.caches && await caches.has(MODEL_CACHE).catch(() => false)
+    ? await openCache() : null;
+  const cached = await Promise.all(urls.map(async (url) => !!(store && await store.match(url))));
+  const estimate = navigator.storage && navigator.storage.estimate
+    ? await navigator.storage.estimate().catch(() => ({})) : {};
+  return { cached, usage: estimate.usage ?? null, quota: estimate.quota ?? null };
+}
+
+// Each request type's handler. They run one after another (a generation holds the queue until it
+// ends or waits for a line), except `stop`, which must reach the generation in progress.
+const handlers = {
+  init: (m) => init(m),
+  load: (m) => load(m.client, m.model, m.tokenizer),
+  generate: (m) => generate(m.client, m.params, m.stopFlag),
+  reply: (m) => reply(m.client, m.text),
+  finish: (m) => finish(m.client),
+  'cache-state': (m) => cacheState(m.urls),
+  'clear-cache': () => clearCache(),
+};
 
 self.onmessage = (event) => {
   const message = event.data;
@@ -408,15 +531,13 @@ self.onmessage = (event) => {
   }
   queue = queue.then(async () => {
     try {
-      if (message.type === 'init') init(message);
-      else if (message.type === 'load') await load(message.client, message.model, message.tokenizer);
-      else if (message.type === 'generate') {
-        await generate(message.client, message.params, message.stopFlag);
-      }
-      else if (message.type === 'clear-cache') await clearCache();
+      const handler = handlers[message.type];
+      if (!handler) throw new Error(`unknown request: ${message.type}`);
+      const value = await handler(message);
+      if (message.id !== undefined) post({ type: 'result', id: message.id, value: value ?? null });
     } catch (e) {
       const text = String(e && e.message ? e.message : e);
-      post({ type: 'error', client: message.client, during: message.type,
+      post({ type: 'failure', id: message.id, client: message.client, during: message.type,
         message: pythonMessage(text) });
     }
   });

@@ -4,18 +4,25 @@ web/worker.js owns the JavaScript side (web/engine.js wraps the WebAssembly modu
 `Session` with the loaded engine and the tokenizer bytes, calls `start()` with the page's settings,
 then pulls one piece at a time with `step()`, so that a Stop between two steps ends generation.
 The loop itself is `generate.generate` / `generate.chat`, the same code the command line runs.
+
+Chat reads its lines from a standard input of its own: `reply(text)` appends `text` and a newline,
+and each of chat's reads takes one line from it as run.c's fgets would. When it is empty, `step()`
+returns "" and `waiting` holds the guide (`User: `) until the next `reply()`.
 """
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
+from .backend import Backend
 from .checkpoint import Config
 from .errors import EngineError
-from .generate import Piece, Stats, answer_inputs, chat, generate
+from .generate import InputRequest, Piece, Stats, chat, generate, read_line
 from .params import Settings
-from .sampler import Sampler
-from .tokenizer import Tokenizer
+from .sampler import Candidates, Sampler
+from .tokenizer import Tokenizer, reject_lone_surrogates
 
 
 def numpy_expf(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -72,44 +79,113 @@ class BrowserModel:
 class Session:
     """One loaded model and tokenizer in the worker, and the generation in progress."""
 
-    def __init__(self, engine, tokenizer_bytes):
-        self.model = BrowserModel(engine)
+    def __init__(self, engine, tokenizer_bytes, model: Backend | None = None):
+        self.model = model if model is not None else BrowserModel(engine)  # tests pass a native one
         data = tokenizer_bytes.to_bytes() if hasattr(tokenizer_bytes, "to_bytes") else tokenizer_bytes
         self.tokenizer = Tokenizer.from_bytes(bytes(data), self.model.config.vocab_size)
         self.stats = Stats()
         self._pieces = iter(())
         self.tokens = 0
+        self.waiting: str | None = None  # the guide chat printed before the read it waits on
+        self._stdin = io.BytesIO()
+        self._end_turn = False
+        self._pending: InputRequest | None = None  # the read chat waits on
+        self._seen: Candidates | None = None  # the token view of the last sampled token
+        self._viewable = False  # the last piece was a sampled token
 
     def start(self, options) -> int:
-        """Begins a story (or a non-interactive chat) and returns the seed it uses.
+        """Begins a story or a chat and returns the seed it uses.
 
         `options` maps run.c's settings to text, as the URL carries them: temperature, topp, seed,
-        steps, prompt, mode, system_prompt (a missing key means run.c's default).
+        steps, prompt, mode, system_prompt (a missing key or None means run.c's default: in chat,
+        no system prompt means chat reads one first, as run.c without -y). `token_view` true
+        records what the sampler saw for each token (`view()`).
         """
         values = options.to_py() if hasattr(options, "to_py") else dict(options)
+        token_view = bool(values.pop("token_view", False))
         settings = Settings.parse(**{k: v for k, v in values.items() if v is not None})
+        # A script or a widget attribute may hand over a lone surrogate: each is refused alike.
+        reject_lone_surrogates(settings.prompt, "the prompt")
+        reject_lone_surrogates(settings.system_prompt, "the system prompt")
         config = self.model.config
         sampler = Sampler(config.vocab_size, settings.temperature, settings.topp, settings.seed,
                           self.model.expf)
+        self._seen = None
+        if token_view:
+            sampler.observe = self._see
         self.stats = Stats()
         self.tokens = 0
+        self.waiting = None
+        self._stdin = io.BytesIO()
+        self._end_turn = False
+        self._pending = None
         if settings.mode == "chat":
-            turns = chat(self.model, self.tokenizer, sampler, settings.prompt,
-                         settings.system_prompt, settings.steps, self.stats)
-            self._pieces = answer_inputs(turns, lambda guide: None)  # stdin closed, as in tests
+            self._pieces = chat(self.model, self.tokenizer, sampler, settings.prompt,
+                                settings.system_prompt, settings.steps, self.stats,
+                                end_turn=self._turn_ended)
         else:
             self._pieces = generate(self.model, self.tokenizer, sampler, settings.prompt,
                                     settings.steps, self.stats)
         return settings.seed
 
     def step(self) -> str | None:
-        """The next piece of text (possibly ""), or None when the story is over."""
-        piece: Piece | None = next(self._pieces, None)
-        if piece is None:
+        """The next piece of text (possibly ""), or None when the story is over. "" with `waiting`
+        set means chat waits for a line: call `reply()`, then `step()` again."""
+        item = self._pending or self._advance(None)
+        self._pending = None
+        while isinstance(item, InputRequest):
+            line = read_line(self._stdin)
+            if line is None:  # nothing typed yet: ask, and answer this request on reply()
+                self.waiting = item.guide
+                self._pending = item
+                return ""
+            item = self._advance(line)
+        if item is None:
             return None
-        if piece.token >= 0:
+        if item.token >= 0:
             self.tokens += 1
-        return piece.text
+        self._viewable = item.token >= 0  # a prompt or a chat guide has no sampler step to show
+        return item.text
+
+    def _advance(self, line: str | None) -> Piece | InputRequest | None:
+        try:
+            return self._pieces.send(line) if line is not None else next(self._pieces)
+        except StopIteration:
+            return None
+
+    def reply(self, text: str) -> None:
+        """Types a line (or several, separated by newlines) on chat's standard input."""
+        end = self._stdin.tell()
+        self._stdin.seek(0, io.SEEK_END)
+        self._stdin.write(text.encode("utf-8", "surrogateescape") + b"\n")
+        self._stdin.seek(end)
+        self.waiting = None
+
+    def end_turn(self) -> None:
+        """Stop, in chat: the reply ends before its next token and chat asks for a line again."""
+        self._end_turn = True
+
+    def _turn_ended(self) -> bool:
+        ended, self._end_turn = self._end_turn, False
+        return ended
+
+    def _see(self, seen: Candidates) -> None:
+        self._seen = seen
+
+    def view(self) -> dict | None:
+        """The token view of the last sampled token (with `token_view`), then None until the next:
+        its top candidates' text and probabilities, and how many of them top-p kept."""
+        seen, self._seen = self._seen, None
+        if seen is None or not self._viewable:
+            return None
+        pieces = self.tokenizer.pieces
+        return {
+            "token": seen.token,
+            "greedy": seen.greedy,
+            "nucleus": seen.nucleus,
+            "candidates": [{"id": i, "text": pieces[i].decode("utf-8", "replace"), "p": p}
+                           for i, p in zip(seen.ids, seen.probabilities)],
+        }
 
     def report(self) -> dict:
         """Timing for the page and the benchmark: totals and the time spent outside forward()."""
@@ -123,3 +199,4 @@ class Session:
             "sample_ms": s.sample_seconds * 1e3,
             "forward_calls": s.forward_calls,
         }
+

@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import Llama2cError
-from .generate import Stats, answer_inputs, chat, generate
+from .errors import CheckpointError, Llama2cError
+from .generate import Stats, answer_inputs, chat, generate, read_line
 from .params import Settings
 from .sampler import Sampler
 from .tokenizer import Tokenizer
@@ -33,7 +33,16 @@ Options:
   -y <string> (optional) system prompt in chat mode
 
        llama2c inspect <checkpoint> [-z tokenizer]
+
+Train your own (needs `pip install -e '.[train]'`; see llama2c/train/commands.py):
+       llama2c data tinystories | data text FILE...
+       llama2c vocab --size N
+       llama2c pretokenize --vocab-size N
+       llama2c train [--preset 260K|15M|42M|110M|tiny] [--KNOB VALUE ...]
+       llama2c export CKPT OUT.bin [--version 0|2] [--site] [--force]
 """
+
+TRAIN_COMMANDS = ("data", "vocab", "pretokenize", "train", "export")
 
 
 class UsageError(Exception):
@@ -75,12 +84,8 @@ def parse_run_args(argv: list[str]) -> RunArgs:
 
 
 def _stdin_line(guide: str) -> str | None:
-    """run.c's read_stdin: fgets of up to 511 bytes, newline stripped; None at end of input."""
-    stdin = sys.stdin.buffer if sys.stdin else None
-    line = stdin.readline(511) if stdin else b""
-    if not line:
-        return None
-    return line.removesuffix(b"\n").decode("utf-8", "surrogateescape")
+    """The next line of standard input as run.c reads it (None at end of input, or without one)."""
+    return read_line(sys.stdin.buffer) if sys.stdin else None
 
 
 def run(args: RunArgs, out: BinaryIO) -> Stats:
@@ -112,7 +117,10 @@ def inspect(path: str, tokenizer_path: str | None) -> int:
     """Prints a checkpoint's header, format, parameter count, size and the engine's verdict."""
     from .native import NativeModel
 
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:  # the words `run` uses for the same file
+        raise CheckpointError(f"cannot open model {path}: {e.strerror or e}") from None
     print(f"file:        {path}")
     print(f"size:        {size:,} bytes")
     try:
@@ -160,20 +168,36 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "inspect":
             return inspect(*_inspect_args(rest))
+        if command in TRAIN_COMMANDS:  # the training half; imports torch only when it needs it
+            from .train.commands import main as train_main
+            return train_main(command, rest)
         if command in ("-h", "--help", "help"):
-            sys.stdout.write(USAGE)
-            return 0
+            return _usage()
         raise UsageError(f"unknown command {command!r}" if command else "missing a command")
     except UsageError as e:
         if str(e) == "help":
-            sys.stdout.write(USAGE)
-            return 0
-        print(f"llama2c: error: {e} (see `llama2c --help`)", file=sys.stderr)
+            return _usage()
+        _error(f"{e} (see `llama2c --help`)")
         return 1
     except BrokenPipeError:
         return 1
     except (Llama2cError, OSError) as e:
-        print(f"llama2c: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 1
     except KeyboardInterrupt:
+        _error("interrupted")
         return 130
+
+
+def _usage() -> int:
+    """Prints the usage on stdout; with stdout closed (`llama2c --help >&-`), says so instead."""
+    if sys.stdout is None:
+        _error("standard output is closed: cannot print the usage")
+        return 1
+    sys.stdout.write(USAGE)
+    return 0
+
+
+def _error(message: str) -> None:
+    if sys.stderr is not None:
+        print(f"llama2c: error: {message}", file=sys.stderr)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -84,6 +85,26 @@ class SiteFiles(StaticFiles):
         return response
 
 
+# RFC 9110 section 14.1.1: a byte range is first-last, first- or -suffix, in decimal digits only.
+# (Starlette parses each number with int(), which also takes "+5", " 5" and "1_0".)
+_BYTE_RANGE = re.compile(r"[0-9]+-[0-9]*|-[0-9]+")
+
+
+def range_verdict(value: str | None) -> str:
+    """What to do with a Range header: "pass" it on (absent, or well-formed byte ranges), "ignore"
+    it (a range unit other than bytes, which RFC 9110 says a server ignores), or "reject" it
+    (a malformed byte range: 400)."""
+    if value is None:
+        return "pass"
+    unit, sep, ranges = value.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return "ignore"
+    specs = [part.strip(" \t") for part in ranges.split(",")]
+    if not all(_BYTE_RANGE.fullmatch(spec) for spec in specs if spec) or not any(specs):
+        return "reject"
+    return "pass"
+
+
 class SiteHeadersMiddleware:
     """Pure ASGI middleware: adds isolation, CORS and cache headers; answers OPTIONS."""
 
@@ -96,6 +117,14 @@ class SiteHeadersMiddleware:
             return
         if scope["method"] == "OPTIONS":
             await self.preflight(scope, receive, send)
+            return
+        verdict = range_verdict(Headers(scope=scope).get("range"))
+        if verdict == "ignore":  # an unknown unit: the whole file, 200 (RFC 9110 section 14.2)
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"range"]}
+        elif verdict == "reject":
+            response = Response("Malformed range header\n", status_code=400,
+                                headers=RESPONSE_HEADERS, media_type="text/plain")
+            await response(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:

@@ -2,14 +2,15 @@
 
 Both are generators of `Piece`s: exactly the bytes run.c prints, in order, without run.c's final
 newline (the command line adds it; the page shows the story without it). Each step runs one
-forward pass, so a consumer that stops pulling stops generation within one token.
+forward pass, so a consumer that stops pulling stops generation within one token. A long prompt's
+encoding pauses too, with empty Pieces (b"", ""), so that it can be stopped as well.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Generator, Iterator
+from typing import BinaryIO, Callable, Generator, Iterator
 
 from .backend import Backend
 from .sampler import Sampler
@@ -80,6 +81,19 @@ def _sample(sampler: Sampler, logits, stats: Stats) -> int:
     return token
 
 
+def _encode(tokenizer: Tokenizer, text: str | bytes) -> Generator[Piece, None, list[int]]:
+    """The prompt's token ids (with BOS), yielding an empty Piece at each pause of the encoding: a
+    100 KB prompt takes seconds to encode in the page, and a consumer that stops pulling (Stop)
+    stops the encoding there too."""
+    steps = tokenizer.encode_steps(text, bos=True, eos=False)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        yield Piece(b"", "")
+
+
 def resolve_steps(steps: int, seq_len: int) -> int:
     """run.c: 0, negative or more than seq_len steps mean seq_len."""
     return seq_len if steps <= 0 or steps > seq_len else steps
@@ -93,7 +107,7 @@ def generate(model: Backend, tokenizer: Tokenizer, sampler: Sampler, prompt: str
     """
     stats = stats if stats is not None else Stats()
     steps = resolve_steps(steps, model.config.seq_len)
-    prompt_tokens = tokenizer.encode(prompt or "", bos=True, eos=False)
+    prompt_tokens = yield from _encode(tokenizer, prompt or "")
     printer = _Printer()
     token = prompt_tokens[0]
     pos = 0
@@ -116,13 +130,17 @@ def generate(model: Backend, tokenizer: Tokenizer, sampler: Sampler, prompt: str
 
 
 def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: str | None,
-         system_prompt: str | None, steps: int,
-         stats: Stats | None = None) -> Generator[Piece | InputRequest, str | None, None]:
+         system_prompt: str | None, steps: int, stats: Stats | None = None,
+         end_turn: Callable[[], bool] | None = None,
+         ) -> Generator[Piece | InputRequest, str | None, None]:
     """run.c's chat(): Llama 2 chat turns, the assistant's reply ending on EOS.
 
     When run.c would read stdin, this yields an InputRequest; `send()` the line (without its
     newline) or None for end of input, in which case the previous text is kept, as run.c's
     fgets leaves its buffer unchanged. A given `system_prompt` ("" included) is never asked for.
+
+    `end_turn` (the page's Stop) is asked before each assistant token: True ends the reply there,
+    as an EOS would ("\n", then `User: `). run.c has no such thing; without it this is run.c.
     """
     stats = stats if stats is not None else Stats()
     steps = resolve_steps(steps, model.config.seq_len)
@@ -134,6 +152,9 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
     next_token = 0
     pos = 0
     while pos < steps:
+        if end_turn is not None and not user_turn and end_turn():
+            user_turn = True
+            yield printer.piece(b"\n")
         if user_turn:
             if pos == 0:
                 if system_prompt is None:
@@ -152,7 +173,7 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
                 rendered = CHAT_SYSTEM_TEMPLATE.format(system=system, user=user)
             else:
                 rendered = CHAT_USER_TEMPLATE.format(user=user)
-            prompt_tokens = tokenizer.encode(rendered, bos=True, eos=False)
+            prompt_tokens = yield from _encode(tokenizer, rendered)
             user_idx = 0
             user_turn = False
             yield printer.piece(b"Assistant: ")
@@ -177,6 +198,14 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
             yield printer.piece(tokenizer.decode(token, next_token), next_token, pos)
         if next_token == EOS:
             yield printer.piece(b"\n")
+
+
+def read_line(stdin: BinaryIO) -> str | None:
+    """run.c's read_stdin: fgets of up to 511 bytes, newline stripped; None at end of input."""
+    line = stdin.readline(511)
+    if not line:
+        return None
+    return line.removesuffix(b"\n").decode("utf-8", "surrogateescape")
 
 
 def answer_inputs(items: Generator[Piece | InputRequest, str | None, None],

@@ -65,21 +65,27 @@ def quantized_tensors(config: Config, weights: dict[str, np.ndarray]) -> list[np
 
 def quantize_checkpoint(src: str | Path, dst: str | Path, group_size: int = 64) -> dict:
     """Writes an int8 copy of a legacy fp32 checkpoint. Returns a small report."""
+    if group_size < 1:
+        raise ValueError(f"group size must be a positive number of values, got {group_size}")
     config, weights = read_weights(Path(src).read_bytes())
     group = choose_group_size(config, group_size)
     dst = Path(dst)
     tmp = dst.with_name(dst.name + ".tmp")
     max_error = 0.0
-    with open(tmp, "wb") as f:
-        f.write(header(config, group))
-        for name in ("rms_att", "rms_ffn", "rms_final"):
-            f.write(np.asarray(weights[name], "<f4").tobytes())
-        for tensor in quantized_tensors(config, weights):
-            q, scale, error = quantize_q80(tensor, group)
-            max_error = max(max_error, error)
-            f.write(q.tobytes())
-            f.write(scale.astype("<f4").tobytes())
-    tmp.replace(dst)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header(config, group))
+            for name in ("rms_att", "rms_ffn", "rms_final"):
+                f.write(np.asarray(weights[name], "<f4").tobytes())
+            for tensor in quantized_tensors(config, weights):
+                q, scale, error = quantize_q80(tensor, group)
+                max_error = max(max_error, error)
+                f.write(q.tobytes())
+                f.write(scale.astype("<f4").tobytes())
+        tmp.replace(dst)
+    except BaseException:  # a failure or Ctrl-C leaves no half-written OUT.bin.tmp behind
+        tmp.unlink(missing_ok=True)
+        raise
     return {"group_size": group, "max_error": max_error, "bytes": dst.stat().st_size,
             "fp32_bytes": Path(src).stat().st_size}
 
@@ -95,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llama2c quantize: error: {e}", file=sys.stderr)
         return 1
     ratio = report["fp32_bytes"] / report["bytes"]
-    print(f"wrote {args[1]}: {report['bytes']:,} bytes ({ratio:.2f}x smaller), "
+    # Groups of 1 store a 4-byte scale per 1-byte value: the file is larger than the fp32 one.
+    change = f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger than fp32"
+    print(f"wrote {args[1]}: {report['bytes']:,} bytes ({change}), "
           f"group size {report['group_size']}, max weight error {report['max_error']:.3g}")
     return 0
 

@@ -6,6 +6,7 @@ accumulates in a loop use np.cumsum, which adds sequentially in float32 (np.sum 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -156,8 +157,44 @@ def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
     return int(head_candidates[hit] if hit <= last else head_candidates[last])
 
 
+TOKEN_VIEW_SIZE = 5  # candidates the page's token view shows per token
+
+
+@dataclass
+class Candidates:
+    """What the sampler saw when it chose one token: the page's token view."""
+
+    token: int  # the token it chose
+    ids: list[int]  # the TOKEN_VIEW_SIZE most probable tokens, most probable first
+    probabilities: list[float]  # theirs, after temperature (at temperature 1 when greedy)
+    nucleus: int | None  # how many tokens top-p kept, most probable first; None: no top-p cut
+    greedy: bool  # temperature 0: the most probable token is taken
+
+
+def nucleus_size(probabilities: np.ndarray, topp: np.float32, n: int) -> int:
+    """How many tokens run.c's top-p keeps: those over its cutoff, most probable first, until
+    their sum exceeds topp (all of them if it never does; the argmax if none is over)."""
+    cutoff = (_F32(1.0) - topp) / _F32(n - 1)
+    passing = -np.sort(-probabilities[probabilities >= cutoff], kind="stable")
+    over = np.flatnonzero(np.cumsum(passing) > topp)
+    return int(over[0]) + 1 if over.size else max(len(passing), 1)
+
+
+def candidates(token: int, probabilities: np.ndarray, indices: np.ndarray | None,
+               nucleus: int | None, greedy: bool = False) -> Candidates:
+    """The token view of one sampling step, from the probabilities the sampler used."""
+    top = np.argsort(-probabilities, kind="stable")[:TOKEN_VIEW_SIZE]
+    ids = top if indices is None else indices[top]
+    return Candidates(token, [int(i) for i in ids], [float(p) for p in probabilities[top]],
+                      nucleus, greedy)
+
+
 class Sampler:
-    """Chooses the next token from logits, with run.c's parameters and RNG."""
+    """Chooses the next token from logits, with run.c's parameters and RNG.
+
+    `observe`, when set, is called with the `Candidates` of every sampled token (the page's token
+    view); left at None it costs one comparison per token.
+    """
 
     def __init__(self, vocab_size: int, temperature: float, topp: float, rng_seed: int,
                  expf: ExpF = rounded_expf):
@@ -167,16 +204,23 @@ class Sampler:
         self.rng_state = rng_seed & MASK64
         self.expf = expf  # C's expf from the engine (backend.expf), for bit-exact probabilities
         self._work: dict[str, np.ndarray] = {}  # vocabulary-sized buffers, reused every token
+        self.observe: Callable[[Candidates], None] | None = None
 
     def random_f32(self) -> np.float32:
         """A float32 in [0, 1) from the top 24 bits of random_u32, as run.c's random_f32."""
         self.rng_state, bits = random_u32(self.rng_state)
         return _F32((bits >> 8) / 16777216.0)
 
+    # run.c divides and exponentiates in plain IEEE floats: a tiny temperature overflows to inf and
+    # inf - inf is NaN, silently. numpy would warn on stderr for each; the arithmetic is the same.
+    @np.errstate(all="ignore")
     def sample(self, logits: np.ndarray) -> int:
         """The next token id. `logits` (vocab_size float32) is not modified."""
         if self.temperature == 0.0:
-            return sample_argmax(logits)
+            token = sample_argmax(logits)
+            if self.observe is not None:
+                self.observe(candidates(token, softmax(logits, self.expf), None, None, greedy=True))
+            return token
         scaled = logits
         if self.temperature != 1.0:  # x / 1 is x: skip a pass over the vocabulary
             scaled = np.divide(logits, self.temperature, out=self._work.setdefault(
@@ -186,9 +230,14 @@ class Sampler:
         coin = self.random_f32()
         n = len(logits)
         if self.topp <= 0 or self.topp >= 1:
-            return sample_mult(probabilities, coin, indices, n)
-        if (_F32(1.0) - self.topp) / _F32(n - 1) < LEFT_OUT_PROBABILITY:
+            token = sample_mult(probabilities, coin, indices, n)
+        elif (_F32(1.0) - self.topp) / _F32(n - 1) < LEFT_OUT_PROBABILITY:
             # a cutoff so low that a left-out token could pass it: take every token
-            full = softmax(scaled, self.expf)
-            return sample_topp(full, self.topp, coin)
-        return sample_topp(probabilities, self.topp, coin, indices, n)
+            probabilities, indices = softmax(scaled, self.expf), None
+            token = sample_topp(probabilities, self.topp, coin)
+        else:
+            token = sample_topp(probabilities, self.topp, coin, indices, n)
+        if self.observe is not None:
+            nucleus = nucleus_size(probabilities, self.topp, n) if 0 < self.topp < 1 else None
+            self.observe(candidates(token, probabilities, indices, nucleus))
+        return token

@@ -51,11 +51,16 @@ def emcc_flags(source: str) -> list[str]:
 
 # The threaded browser engine adds these: workers for all but the calling thread, made when the
 # module starts.
+# A thread beyond the pool would need a new Worker, which starts only once the calling thread
+# returns to its event loop; the engine waits for its threads without returning, so `threads=16`
+# on 2 cores hung the page in 6 of 17 runs. STRICT=2 makes such a pthread_create fail instead, and
+# the engine runs with the threads it got (wasm/run.c set_pool_threads).
 EMCC_THREAD_FLAGS = [
     "-pthread", "-Wno-pthreads-mem-growth",
     # Module.cores: the page's navigator.hardwareConcurrency, which engine.js passes in
     "-s", "PTHREAD_POOL_SIZE='Math.min(Math.max((Module.cores||navigator.hardwareConcurrency||2)"
           "-1,1),15)'",
+    "-s", "PTHREAD_POOL_SIZE_STRICT=2",
 ]
 # The two browser engines: threads need a cross-origin isolated page; plain hosts get the first.
 BROWSER_ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
@@ -83,6 +88,28 @@ RELAXED_KERNELS = {  # browser engine -> (extra clang flags, extra wasm-ld flags
 # computed by the browser's engine, and the page says so.
 ROPE_TABLES = {8: 512, 48: 256, 64: 1024}
 
+# -- checking builds: sanitizers, the fuzz corpus, `invoke fuzz` ---------------------------------
+
+# Drivers that include run.c: its arithmetic, threads and warnings; each build picks its own -O.
+C_COMMON = ["-std=c11", "-ffp-contract=off", "-pthread", *WARNINGS]
+
+# AddressSanitizer and UndefinedBehaviorSanitizer, any report fatal. float-cast-overflow is not in
+# gcc's or clang's "undefined" group: it catches (int8_t)roundf(NaN) and other out-of-range casts.
+SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all",
+            "-g", "-O1"]
+
+# Run-time options for sanitized programs: a failed allocation returns NULL (the engine must report
+# it) instead of aborting; distinct exit codes tell a sanitizer report from the program's own.
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:allocator_may_return_null=1:exitcode=86",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=87",
+}
+
+
+def sanitizer_env() -> dict[str, str]:
+    return {**os.environ, **SANITIZER_ENV}
+
+
 # -- the browser the tests, screenshots and benchmark drive ---------------------------------------
 
 # Debian's Chromium (Playwright never downloads a browser here). Without the background-networking
@@ -90,3 +117,6 @@ ROPE_TABLES = {8: 512, 48: 256, 64: 1024}
 CHROMIUM = os.environ.get("LLAMA2C_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Debian's Firefox ESR: Playwright's Firefox is a download these machines cannot reach, so the tests
+# open a harness page in it (tests/e2e/test_firefox.py).
+FIREFOX = os.environ.get("LLAMA2C_FIREFOX", "/usr/bin/firefox-esr")

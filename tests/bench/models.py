@@ -9,7 +9,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llama2c.toolchain import ENGINE_SOURCE, NATIVE_CFLAGS, NATIVE_LDFLAGS, SCALAR_CFLAGS
+from llama2c.toolchain import (
+    ENGINE_SOURCE,
+    NATIVE_CFLAGS,
+    NATIVE_LDFLAGS,
+    SCALAR_CFLAGS,
+)
 
 from .common import MODEL_SEEDS, MODELS, ROOT, SHARED, BenchError, say
 

@@ -14,11 +14,19 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from .common import (PAGE_TIMEOUT_MS, PROMPT, SEED, SITE, STEPS, TEMPERATURE, TOPP, BenchError,
-                     checkout_env)
+from .common import (
+    PAGE_TIMEOUT_MS,
+    PROMPT,
+    SEED,
+    SITE,
+    STEPS,
+    TEMPERATURE,
+    TOPP,
+    BenchError,
+    checkout_env,
+)
 from .models import Model
 from .native_runs import process_tree
-
 
 # -- servers ------------------------------------------------------------------------------------
 

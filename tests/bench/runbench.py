@@ -34,13 +34,34 @@ from pathlib import Path
 
 from llama2c.toolchain import CHROMIUM, CHROMIUM_ARGS, ENGINE_SOURCE
 
-from . import tables, targets
-from .common import (GREEDY, PYLIB, ROOT, SHARED, SITE, STEPS, TEMPERATURE, BenchError, Row,
-                     median, say)
+from . import server_bench, tables, targets, token_view, train_bench
+from .common import (
+    GREEDY,
+    PYLIB,
+    ROOT,
+    SHARED,
+    SITE,
+    STEPS,
+    TEMPERATURE,
+    BenchError,
+    Row,
+    median,
+    say,
+)
 from .models import MODELS, Model, compile_scalar, make_models, tokenizer_for
 from .native_runs import auto_threads, cli_run, find_cli, inprocess_run, native_env
-from .page_runs import (PAGE_TIMEOUT_MS, PROBE, WAIT_SETTLED, Server, Tab, dev_server, instrument,
-                        link_site, page_url, static_server)
+from .page_runs import (
+    PAGE_TIMEOUT_MS,
+    PROBE,
+    WAIT_SETTLED,
+    Server,
+    Tab,
+    dev_server,
+    instrument,
+    link_site,
+    page_url,
+    static_server,
+)
 
 # -- preflight ----------------------------------------------------------------------------------
 
@@ -156,6 +177,10 @@ class Bench:
             t = time.perf_counter()
             self.pages(tmp / "site")
             self.timings["page"] = time.perf_counter() - t
+            say("the dev server under load")
+            self.server_load = server_bench.measure(tmp / "site")
+            say("the token view's cost")
+            self.token_view = token_view.measure(self.runs, tokenizer_for(32000))
         self.info["loadavg_end"] = os.getloadavg()
         self.timings["total"] = time.perf_counter() - started
 
@@ -312,7 +337,10 @@ class Bench:
 
 
 def main(runs: int = 3, quick: bool = False, out: str | Path = "bench-results",
-         targets_only: bool = False) -> int:
+         targets_only: bool = False, train: bool = False) -> int:
+    if train:  # `invoke bench --train`: the training table (train_bench.py)
+        print("\n".join(train_bench.table(max(1, int(runs)))))
+        return 0
     out = Path(out)
     if not out.is_absolute():
         out = ROOT / out

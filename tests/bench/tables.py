@@ -12,7 +12,20 @@ import os
 import subprocess
 import sys
 
-from .common import PROMPT, ROOT, SEED, STEPS, TEMPERATURE, TOPP, Row, Table, median, ratio
+from .common import (
+    PROMPT,
+    ROOT,
+    SEED,
+    STEPS,
+    TEMPERATURE,
+    TOPP,
+    Row,
+    Table,
+    median,
+    ratio,
+)
+from .server_bench import server_load_table
+from .token_view import token_view_table
 
 
 def baseline(bench, row: Row, name: str) -> float | None:
@@ -135,7 +148,8 @@ def memory_table(bench) -> list[str]:
 
 
 # Printed in this order, a blank line between them.
-TABLES = [speed_table, overhead_table, first_token_table, load_table, memory_table]
+TABLES = [speed_table, overhead_table, first_token_table, load_table, memory_table,
+          server_load_table, token_view_table]
 
 
 def tables(bench) -> str:

@@ -168,7 +168,6 @@ def int8_quality(folder: Path) -> list[str]:
     """Teacher-forced argmax agreement of int8 with fp32 over 64 positions of the fp32 greedy
     story, for every trained model at hand (stories260K, and any in models/)."""
     import numpy as np
-
     from llama2c.native import NativeModel
     from llama2c.quantize import quantize_checkpoint
 

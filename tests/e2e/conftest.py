@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from llama2c.toolchain import CHROMIUM, CHROMIUM_ARGS
+from llama2c.checkpoint import SHAPES, write_checkpoint
 
 from .pageutil import MODELS, PROBE_SCRIPT, RESULTS, ROOT, SITE, WEB
 
@@ -137,6 +138,15 @@ def test_site(tmp_path_factory) -> TestSite:
     return TestSite.mirror(SITE, tmp_path_factory.mktemp("site"))
 
 
+@pytest.fixture(scope="session")
+def random15m(test_site) -> dict[str, str]:
+    """A stories15M-shaped checkpoint with random weights in the test site, and its tokenizer."""
+    path = test_site.models / "random15M.bin"
+    write_checkpoint(path, SHAPES["stories15M"], seed=15)
+    return {"model": test_site.add(path), "tokenizer": test_site.add(MODELS / "tokenizer.bin"),
+            "path": str(path)}
+
+
 # -- servers ------------------------------------------------------------------------------------
 
 
@@ -184,12 +194,17 @@ def static_server(test_site) -> str:
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """Ends a process this test run started: SIGTERM, then SIGKILL after `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # -- the browser --------------------------------------------------------------------------------

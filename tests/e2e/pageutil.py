@@ -71,7 +71,8 @@ WORKER_PROBE_SCRIPT = """
 () => {
   if (self.__l2c) return true;
   const probe = self.__l2c = {
-    posted: 0, afterStop: 0, flag: null, stopMessage: false, stopMessageAt: null, usedFlag: false,
+    posted: 0, afterStop: 0, afterStopTexts: [], flag: null, stopMessage: false,
+    stopMessageAt: null, usedFlag: false,
   };
   const flagged = () => probe.flag !== null && Atomics.load(probe.flag, 0) !== 0;
   const stopped = () => probe.stopMessage || flagged();
@@ -79,7 +80,10 @@ WORKER_PROBE_SCRIPT = """
   self.postMessage = (message, ...rest) => {
     if (message && message.type === 'piece') {
       probe.posted += 1;
-      if (stopped()) probe.afterStop += 1;
+      if (stopped()) {
+        probe.afterStop += 1;
+        probe.afterStopTexts.push(message.text);
+      }
     }
     return post(message, ...rest);
   };
@@ -87,7 +91,8 @@ WORKER_PROBE_SCRIPT = """
   self.onmessage = (event) => {
     const m = event.data;
     if (m && m.type === 'generate') {
-      Object.assign(probe, { posted: 0, afterStop: 0, stopMessage: false, stopMessageAt: null });
+      Object.assign(probe, { posted: 0, afterStop: 0, afterStopTexts: [], stopMessage: false,
+        stopMessageAt: null });
       probe.flag = m.stopFlag ? new Int32Array(m.stopFlag) : null;
       probe.usedFlag = probe.flag !== null;
     }

@@ -14,7 +14,8 @@ from urllib.parse import quote
 import pytest
 
 from . import widget_util
-from .pageutil import golden_cases, golden_text, mark, open_page, output, wait_for_state
+from .pageutil import (MODELS, SHARED, golden_cases, golden_text, mark, open_page, output,
+                       page_query, wait_for_state)
 from .widget_util import format_violations, open_tab, run_axe, serious, wait_for_widgets
 
 # the fixtures this module takes from widget_util
@@ -92,8 +93,10 @@ def test_embed_has_no_serious_axe_violations(request, fresh_context, site_server
 
 # -- the keyboard alone ----------------------------------------------------------------------------
 
-FOCUS_ORDER = ["model", "tokenizer", "model-file", "tokenizer-file", "load", "clear-cache", "mode",
-               "prompt", "temperature", "topp", "steps", "seed", "generate"]
+# The site's model list first (the test site lists stories260K), the token view's switch last.
+FOCUS_ORDER = ["model-choice-stories260K", "model", "tokenizer", "model-file", "tokenizer-file",
+               "load", "clear-cache", "mode", "prompt", "temperature", "topp", "steps", "seed",
+               "token-view", "generate"]
 
 
 def active(page) -> str:
@@ -150,6 +153,8 @@ def test_keyboard_only(page, dev_server):
 
     # A long story (seed 12 runs the whole 512-token context), stopped from the keyboard.
     page.keyboard.press("Shift+Tab")
+    assert active(page) == "token-view"
+    page.keyboard.press("Shift+Tab")
     assert active(page) == "seed"
     type_over(page, "12")
     page.keyboard.press("Shift+Tab")
@@ -158,7 +163,7 @@ def test_keyboard_only(page, dev_server):
     page.keyboard.press("Shift+Tab")
     assert active(page) == "temperature"
     type_over(page, "1")
-    for _ in range(4):
+    for _ in range(5):
         page.keyboard.press("Tab")
     assert active(page) == "generate"
     since = mark(page)
@@ -172,8 +177,9 @@ def test_keyboard_only(page, dev_server):
 
 
 def test_chat_mode_adds_the_system_prompt_to_the_focus_order(page, dev_server):
-    # The focus order needs no model, so this does not wait for one; Load is disabled while the
-    # page loads, and so is out of the focus order (test_keyboard_only has it in, once ready).
+    # The focus order needs no model, so this does not wait for one; Load and the model list are
+    # disabled while the page loads, and so are out of the focus order (test_keyboard_only has
+    # them in, once ready).
     page.goto(f"{dev_server}/?mode=chat&system=Hi&model=models/stories260K.bin"
               "&tokenizer=models/tok512.bin")
     order = []
@@ -181,8 +187,10 @@ def test_chat_mode_adds_the_system_prompt_to_the_focus_order(page, dev_server):
         page.keyboard.press("Tab")
         order.append(active(page))
     at = FOCUS_ORDER.index("mode")
-    expected = [x for x in FOCUS_ORDER[:at + 1] if x != "load"] + ["system", "prompt"]
-    assert [x for x in order if x != "load"] == expected, order
+    # the model list is disabled while loading too
+    busy = ("load", "model-choice-stories260K")
+    expected = [x for x in FOCUS_ORDER[:at + 1] if x not in busy] + ["system", "prompt"]
+    assert [x for x in order if x not in busy] == expected, order
     # Back to story mode with the keyboard: the system field leaves the focus order.
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Shift+Tab")
@@ -192,3 +200,76 @@ def test_chat_mode_adds_the_system_prompt_to_the_focus_order(page, dev_server):
     assert page.locator("#system-field").is_hidden()
     page.keyboard.press("Tab")
     assert active(page) == "prompt"
+
+
+# -- chat and the token view -----------------------------------------------------------------------
+
+CHAT_CASE = json.loads((SHARED / "golden" / "chat" / "cases.json").read_text())["cases"][0]
+CHATTY = {"model": "models/chatty260K.bin", "tokenizer": "models/tok512.bin"}
+CHAT_SETTINGS = {**CHATTY, "mode": "chat", "temperature": "0.8", "topp": "0.9", "seed": "11",
+                 "steps": "400", "system": "You are a storyteller."}
+assert CHAT_CASE["args"] == ["-m", "chat", "-t", "0.8", "-p", "0.9", "-s", "11", "-n", "400",
+                             "-y", "You are a storyteller."]
+
+
+@pytest.mark.parametrize("view", ["desktop", "phone"])
+def test_chat_and_token_view_have_no_serious_axe_violations(request, fresh_context, site_server,
+                                                            axe_script, test_site, view):
+    """A chat waiting for its next line, with the token view open."""
+    test_site.add(MODELS / "chatty260K.bin")
+    options = VIEWS[view][0]
+    page, _ = open_tab(request, fresh_context(**options))
+    query = page_query({**CHAT_SETTINGS, "chatinput": CHAT_CASE["stdin_lines"][0]})
+    page.goto(f"{site_server.base}/?{query}")
+    wait_for_state(page, "ready")
+    page.locator("#token-view").check()
+    page.locator("#generate").click()
+    wait_for_state(page, "waiting")
+    assert page.locator("#chat-input").is_visible() and page.locator("#token-panel").is_visible()
+    assert page.evaluate("document.querySelectorAll('#tokens > li').length") > 0
+    width = options["viewport"]["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    check_axe(page, axe_script, f"the page ({view}, chat waiting, token view open)")
+
+
+def test_keyboard_only_chat(page, dev_server, test_site):
+    """The whole chat with the keyboard: Tab to Start chat, Enter; at each `User: ` the focus is
+    in the input box; type, Enter; Stop and New chat are in the focus order."""
+    test_site.add(MODELS / "chatty260K.bin")
+    page.goto(f"{dev_server}/?{page_query(CHAT_SETTINGS)}")
+    wait_for_state(page, "ready")
+    for _ in range(len(FOCUS_ORDER) + 5):
+        page.keyboard.press("Tab")
+        if active(page) == "generate":
+            break
+    assert active(page) == "generate"
+    since = mark(page)
+    page.keyboard.press("Enter")
+    for line in CHAT_CASE["stdin_lines"]:
+        wait_for_state(page, "waiting", since=since)
+        assert active(page) == "chat-input"
+        assert focus_ring(page) != "none"
+        since = mark(page)
+        page.keyboard.type(line)
+        page.keyboard.press("Enter")
+    wait_for_state(page, "done", since=since)
+    assert output(page) == (SHARED / "golden" / "chat" / CHAT_CASE["output"]).read_text()[:-1]
+    # New chat from the keyboard: it is reachable, and starts the same conversation again.
+    for _ in range(10):
+        if active(page) == "new-chat":
+            break
+        page.keyboard.press("Tab")
+    assert active(page) == "new-chat"
+    since = mark(page)
+    page.keyboard.press("Enter")
+    wait_for_state(page, "waiting", since=since)
+    assert active(page) == "chat-input"
+    first_turn = output(page)
+    # Stop from the keyboard ends a chat that waits for a line.
+    page.keyboard.press("Shift+Tab")
+    assert active(page) == "stop"
+    since = mark(page)
+    page.keyboard.press("Enter")
+    wait_for_state(page, "done", since=since)
+    assert output(page) == first_turn
+    assert active(page) in ("generate", "new-chat"), "the keyboard focus was lost"

@@ -83,15 +83,6 @@ def test_golden_through_a_plain_static_server(static_page, static_server, name):
 # -- a stories15M-shaped model: the 32000-token tokenizer, a 60 MB download ---------------------
 
 
-@pytest.fixture(scope="session")
-def random15m(test_site) -> dict[str, str]:
-    """A stories15M-shaped checkpoint with random weights in the test site, and its tokenizer."""
-    path = test_site.models / "random15M.bin"
-    write_checkpoint(path, SHAPES["stories15M"], seed=15)
-    return {"model": test_site.add(path), "tokenizer": test_site.add(Path(TOKENIZER_32K)),
-            "path": str(path)}
-
-
 @pytest.mark.parametrize("args", [
     ["-t", "0", "-n", "40", "-i", "Once upon a time"],
     ["-t", "0.9", "-p", "0.9", "-s", "1234", "-n", "40", "-i", "Lily"],

@@ -9,8 +9,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from . import widget_util
-from .pageutil import (MODELS, args_to_params, cli_story, golden_cases, golden_text, open_page,
-                       output, wait_for_state)
+from .pageutil import args_to_params, golden_cases, golden_text, output, wait_for_state
 from .widget_util import (EVENTS_SCRIPT, host_page, open_tab, wait_for_widgets, widget_info,
                           widget_tag)
 
@@ -113,28 +112,21 @@ def test_iframe_embed_from_another_origin(request, fresh_context, site_server, h
                      "steps": "64", "autostart": "1", "data-state": "done"}, attrs
 
 
-def test_chat_widget(request, page, dev_server, test_site):
-    """mode="chat": with a system prompt it is run.c's `-m chat -y ...`; without one the widget
-    has no stdin to ask on, and its story is `-y ''`'s (run.c's empty system prompt)."""
+def test_chat_widget_with_a_system_prompt(request, page, dev_server, test_site):
+    """mode="chat" with a system prompt is run.c's `-m chat -y ...` (without one, the widget reads
+    it first as run.c does: test_chat.py)."""
     case = CASES["chat_greedy_sys"]
     params = args_to_params(case["args"])
     assert params["mode"] == "chat" and params["system"] == "You tell stories."
-    without = {k: v for k, v in params.items() if k != "system"}
-    body = "\n".join([
-        widget_tag("sys", {**MODEL_260K, **params, "autostart": ""}),
-        widget_tag("nosys", {**MODEL_260K, **without, "autostart": ""}),
-        '<script type="module" src="llama2c-widget.js"></script>'])
+    body = "\n".join([widget_tag("sys", {**MODEL_260K, **params, "autostart": ""}),
+                      '<script type="module" src="llama2c-widget.js"></script>'])
     # Same origin as the site this time: the worker is started directly, not through a blob.
     (test_site.root / "e2e-chat-widgets.html").write_text(host_page("chat widgets", body))
     page.goto(f"{dev_server}/e2e-chat-widgets.html")
-    states = wait_for_widgets(page, ["sys", "nosys"])
-    infos = {id_: widget_info(page, id_) for id_ in ["sys", "nosys"]}
-    assert states == {"sys": "done", "nosys": "done"}, infos
-    assert infos["sys"]["text"] == golden_text(case), infos["sys"]
-    expected = cli_story(str(MODELS / "stories260K.bin"), str(MODELS / "tok512.bin"),
-                         "-m", "chat", "-y", "", "-i", "Once upon a time", "-n", "80", "-t", "0")
-    assert not expected.startswith("Enter system prompt")
-    assert infos["nosys"]["text"] == expected, infos["nosys"]
+    states = wait_for_widgets(page, ["sys"])
+    info = widget_info(page, "sys")
+    assert states == {"sys": "done"}, info
+    assert info["text"] == golden_text(case), info
 
 
 # -- chat through the page's URL contract ----------------------------------------------------------
@@ -152,11 +144,46 @@ def test_chat_page_with_a_system_prompt(page, dev_server):
     assert page.locator("#system-field").is_visible()
 
 
-def test_chat_page_without_a_system_prompt_is_run_c_at_end_of_input(page, dev_server):
-    expected = cli_story(str(MODELS / "stories260K.bin"), str(MODELS / "tok512.bin"),
-                         "-m", "chat", "-i", "Once upon a time", "-n", "80", "-t", "0")
-    assert expected.startswith("Enter system prompt (optional): ")
-    open_page(page, dev_server, {**MODEL_260K, "mode": "chat", "prompt": "Once upon a time",
-                                 "steps": "80", "temperature": "0", "autostart": "1"})
-    assert output(page) == expected
-    assert page.locator("#system").input_value() == ""
+# -- the element's API -------------------------------------------------------------------------
+
+
+CREATE_AND_GENERATE = """async (attributes) => {
+  await import('./llama2c-widget.js');
+  const el = document.createElement('llama2c-story');
+  el.id = 'made';
+  for (const [name, value] of Object.entries(attributes)) el.setAttribute(name, value);
+  const dones = [];
+  el.addEventListener('done', () => dones.push(el.text));
+  const story = el.generate(); // before it is even on the page, let alone loaded
+  document.body.append(el);
+  try {
+    const text = await story;
+    await el.ready;
+    return { text, state: el.state, dones };
+  } catch (e) {
+    const ready = await el.ready.then(() => null, (r) => r.message);
+    return { rejected: e.message, ready, state: el.state,
+             shown: el.shadowRoot.querySelector('.error').textContent };
+  }
+}"""
+
+
+def test_generate_right_after_creation_waits_for_the_model(page, dev_server, test_site):
+    (test_site.root / "e2e-empty.html").write_text(host_page("empty", ""))
+    page.goto(f"{dev_server}/e2e-empty.html")
+    case = CASES["greedy_once_n64"]
+    attrs = {**MODEL_260K, **args_to_params(case["args"])}
+    result = page.evaluate(CREATE_AND_GENERATE, attrs)
+    assert result == {"text": golden_text(case), "state": "done", "dones": [golden_text(case)]}
+
+
+def test_generate_with_a_bad_model_url_rejects_with_the_shown_message(page, console, dev_server,
+                                                                      test_site):
+    console.expect(r"404", "the test asks for a model that is not there")
+    (test_site.root / "e2e-empty.html").write_text(host_page("empty", ""))
+    page.goto(f"{dev_server}/e2e-empty.html")
+    result = page.evaluate(CREATE_AND_GENERATE, {"model": "models/missing.bin",
+                                                  "tokenizer": TOKENIZER})
+    assert "HTTP 404" in result["rejected"] and "missing.bin" in result["rejected"], result
+    assert result["rejected"] == result["shown"] == result["ready"], result
+    assert result["state"] == "error"
