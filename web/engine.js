@@ -126,13 +126,18 @@ export class Engine {
     this.m.ropeTables ??= fetch(new URL('rope.json', this.m.engineUrl))
       .then((r) => (r.ok ? r.json() : {}), () => ({}));
     const tables = await this.m.ropeTables;
-    const url = new URL(`rope-${headSize}.bin`, this.m.engineUrl);
-    const response = tables[headSize] ? await fetch(url).catch(() => null) : null;
-    if (!response || !response.ok) {
+    // fetched once per module: later models of this head size (a local file too) reuse it
+    this.m.ropeFiles ??= {};
+    if (tables[headSize] && !this.m.ropeFiles[headSize]) {
+      this.m.ropeFiles[headSize] = fetch(new URL(`rope-${headSize}.bin`, this.m.engineUrl))
+        .then((r) => (r.ok ? r.arrayBuffer() : null), () => null);
+    }
+    const buffer = tables[headSize] ? await this.m.ropeFiles[headSize] : null;
+    if (!buffer) {
       return `RoPE: this browser's sin/cos, no table for head size ${headSize} (logits may ` +
         "differ from the command line's in the last bit)";
     }
-    const bytes = new Uint8Array(await response.arrayBuffer());
+    const bytes = new Uint8Array(buffer);
     const positions = Math.floor(bytes.length / (4 * headSize));
     this.rope = this.m._malloc(bytes.length);
     this.m.HEAPU8.set(bytes, this.rope);
