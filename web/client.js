@@ -117,7 +117,7 @@ export class Client {
    *  that waits for a line ends. Resolves with that chat's last turn, or null. */
   stop() {
     if (this.turn === 'waiting') return this.track(this.link.request({ type: 'finish', client: this.id }));
-    if (this.stopFlag) Atomics.store(this.stopFlag, 0, 1); // seen after the current token
+    if (this.stopFlag) Atomics.add(this.stopFlag, 0, 1); // seen after the current token
     this.link.send({ type: 'stop', client: this.id });
     return Promise.resolve(null);
   }

@@ -20,8 +20,8 @@
 // A Turn is {status: 'done' | 'waiting', guide?, stopped, report}: generation runs until the story
 // ends or chat waits for a line (`guide` is what it printed, e.g. "User: ").
 // {type: 'stop', client} has no answer and skips the queue: it ends the reply in progress after its
-// current token (stopFlag: a SharedArrayBuffer whose first int32 the client sets to 1 does the same
-// without waiting for this worker's message loop). In chat, Stop ends the reply and chat asks for
+// current token (stopFlag: a SharedArrayBuffer whose first int32 the client adds 1 to on each Stop
+// does the same without waiting for this worker's message loop). In chat, Stop ends the reply and chat asks for
 // the next line; in a story, it ends the story.
 // Events: {type: 'progress', client?, what, loaded, total, cached} | {type: 'runtime', engine}
 //      | {type: 'start', client, seed} | {type: 'piece', client, text, view?}
@@ -403,7 +403,8 @@ async function run(client) {
   const turn = entry && entry.turn;
   if (!turn || turn.client !== client) throw new Error('no chat is in progress');
   const { session, flag, tokenView } = turn;
-  const stopRequested = () => turn.stop || (flag !== null && Atomics.load(flag, 0) !== 0);
+  // The flag counts Stops (the client adds 1 per Stop): one not seen yet ends the reply.
+  const stopRequested = () => turn.stop || (flag !== null && Atomics.load(flag, 0) !== turn.stops);
   running = turn;
   const began = performance.now();
   let lastYield = began;
@@ -432,7 +433,7 @@ async function run(client) {
         if (!turn.chat) break;
         session.end_turn(); // chat goes on: the reply ends here and chat asks for a line
         turn.stop = false;
-        if (flag) Atomics.store(flag, 0, 0);
+        if (flag) turn.stops = Atomics.load(flag, 0);
       }
     }
     entry.turn = null;
@@ -470,7 +471,7 @@ async function generate(client, params, stopFlag) {
     options.destroy();
   }
   entry.turn = { client, session, chat: params.mode === 'chat', tokenView: !!params.token_view,
-    flag: stopFlag ? new Int32Array(stopFlag) : null, stop: false };
+    flag: stopFlag ? new Int32Array(stopFlag) : null, stops: 0, stop: false };
   post({ type: 'start', client, seed: String(seed) });
   return run(client);
 }

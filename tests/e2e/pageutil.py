@@ -72,10 +72,11 @@ WORKER_PROBE_SCRIPT = """
   if (self.__l2c) return true;
   const probe = self.__l2c = {
     posted: 0, afterStop: 0, afterStopTexts: [], flag: null, stopMessage: false,
-    stopMessageAt: null, usedFlag: false,
+    stopMessageAt: null, stopSeen: false, usedFlag: false,
   };
   const flagged = () => probe.flag !== null && Atomics.load(probe.flag, 0) !== 0;
-  const stopped = () => probe.stopMessage || flagged();
+  // Once seen, a Stop stays seen: in chat the worker clears the flag when it has ended the reply.
+  const stopped = () => (probe.stopSeen ||= probe.stopMessage || flagged());
   const post = self.postMessage.bind(self);
   self.postMessage = (message, ...rest) => {
     if (message && message.type === 'piece') {
@@ -92,7 +93,7 @@ WORKER_PROBE_SCRIPT = """
     const m = event.data;
     if (m && m.type === 'generate') {
       Object.assign(probe, { posted: 0, afterStop: 0, afterStopTexts: [], stopMessage: false,
-        stopMessageAt: null });
+        stopMessageAt: null, stopSeen: false });
       probe.flag = m.stopFlag ? new Int32Array(m.stopFlag) : null;
       probe.usedFlag = probe.flag !== null;
     }
