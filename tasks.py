@@ -469,7 +469,7 @@ def screenshots(c, out="docs/screenshots"):
 
     build(c)
     # The chat needs chatty260K, a test model that ends its replies: served from a copy of the site.
-    mirror = Path(os.environ.get("LLAMA2C_MIRROR", ROOT.parent / "shared"))
+    mirror = Path(os.environ.get(MIRROR_ENV, ROOT.parent / "shared"))
     chatty = mirror / "models" / "chatty260K.bin"
     if not chatty.is_file():
         raise SystemExit(f"error: {chatty} is missing (set LLAMA2C_MIRROR to ../shared)")

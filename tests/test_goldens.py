@@ -77,6 +77,17 @@ def test_cli_matches_golden(shared, name, threads, monkeypatch):
         assert proc.stderr == b"", proc.stderr
 
 
+def test_two_threads_mean_two_threads(shared, monkeypatch):
+    """The goldens' "2" runs compute on two threads: LLAMA2C_THREADS=2 is not lowered here."""
+    from llama2c.native import NativeModel, cores_available
+
+    assert cores_available() >= 2, "these tests need 2 cores to run the goldens on 2 threads"
+    monkeypatch.setenv("LLAMA2C_THREADS", "2")
+    for model in ("stories260K.bin", "stories260K_q80.bin"):
+        with NativeModel.open(MODELS / model) as engine:
+            assert engine.threads == 2, model
+
+
 def test_tok_s_expectations_cover_both_ways():
     """The stderr check above is exercised both ways: some cases print tok/s, some must not."""
     with_line = [n for n, c in CASES.items() if expects_tok_s(c)]

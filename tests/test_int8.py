@@ -10,8 +10,9 @@ Two different questions, two different tolerances:
   weights' do not). Q8_0 rounds each weight to within half a step of max|group| / 127, and each
   matmul input the same way; on stories260K (group size 4) this moves logits by 0.0075 of their
   standard deviation on average and by at most 0.075 of it (measured over 64 teacher-forced
-  positions), and the argmax never changes. The limits below allow a little over that: a kernel
-  bug (a wrong scale, a misread group) moves logits by whole standard deviations.
+  positions), and the argmax agreed at all 64 positions. The limits below allow a little over
+  that (the argmax may differ at 2 of 64): a kernel bug (a wrong scale, a misread group) moves
+  logits by whole standard deviations.
 """
 
 from __future__ import annotations
@@ -119,9 +120,8 @@ def test_int8_stories260k_greedy_story_matches_fp32(shared, quantized_260k):
     int8 = run_cli("run", quantized_260k, "-z", TOK512, "-t", "0", "-n", "100", "-i",
                    "Once upon a time")
     assert fp32.returncode == int8.returncode == 0, int8.stderr
-    story = int8.stdout.decode().split("\nachieved")[0]
-    print(story)
-    assert story == fp32.stdout.decode().split("\nachieved")[0]
+    print(int8.stdout.decode())
+    assert int8.stdout == fp32.stdout  # stdout holds the story alone; tok/s goes to stderr
 
 
 # -- the kernel: runq.c's arithmetic bit for bit -------------------------------------------------

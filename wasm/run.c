@@ -343,13 +343,11 @@ typedef struct {
 } RunState;
 
 typedef struct {
-    Config config;
-    Layout layout;
+    Layout layout; /* layout.config: the header, with a positive vocab_size */
     Weights weights;
     Matrix* layer_matrices; /* 7 * n_layers, what the Weights' per-layer pointers index */
     RunState state;
-    unsigned char* data; /* the caller's checkpoint bytes, used in place */
-    size_t size;
+    size_t size;        /* bytes of the caller's checkpoint, which the weights point into */
     const float* rope;  /* (rope_positions, head_size / 2, 2) RoPE's cos and sin, or NULL */
     int rope_positions; /* positions the table covers; later ones are computed */
 } Engine;
@@ -414,7 +412,8 @@ static int alloc_state(RunState* s, const Layout* l) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * 4. Math kernels. Each sums in the same order as run.c, so results are bit-identical to it.
+ * 4. Math kernels. Each sums in the same order as run.c, so fp32 results are bit-identical to
+ *    it; the int8 kernels (q8.h) follow runq.c's order, so int8 results are bit-identical to runq.c.
  */
 
 static void rmsnorm(float* o, const float* x, const float* weight, int size) {
@@ -903,7 +902,7 @@ static void attention_scores(float* att, const float* q, const float* keys, int 
 /* Multi-head attention of the current position over positions 0..pos, heads shared by threads. */
 static void attention_job(void* arg) {
     AttentionJob* job = arg;
-    const Config* p = &job->e->config;
+    const Config* p = &job->e->layout.config;
     RunState* s = &job->e->state;
     int pos = job->pos;
     int head_size = p->dim / p->n_heads;
@@ -936,13 +935,13 @@ static void attention_job(void* arg) {
 /* Row `token` of the token embedding, as fp32 (int8 rows are dequantized on the fly). */
 static void embed(Engine* e, float* x, int token) {
     const Matrix* m = &e->weights.token_embedding;
-    int dim = e->config.dim;
+    int dim = e->layout.config.dim;
     size_t row = (size_t)token * dim;
     if (m->f) {
 #if L2C_SIMD
         if (e->layout.shared) { /* the classifier's rows, interleaved for the matmul */
             for (int j = 0; j < dim; j++)
-                x[j] = interleaved_at(m->f, e->config.vocab_size, dim, token, j);
+                x[j] = interleaved_at(m->f, e->layout.config.vocab_size, dim, token, j);
             return;
         }
 #endif
@@ -968,7 +967,7 @@ static void rope_cos_sin(int pos, int head_dim, int head_size, float* fcr, float
 }
 
 static float* forward(Engine* e, int token, int pos) {
-    const Config* p = &e->config;
+    const Config* p = &e->layout.config;
     const Weights* w = &e->weights;
     RunState* s = &e->state;
     float* x = s->x;
@@ -1044,10 +1043,7 @@ static float* forward(Engine* e, int token, int pos) {
 L2C_API const char* l2c_last_error(void) { return g_error; }
 L2C_API int l2c_last_error_code(void) { return g_error_code; }
 
-/*
- * Checks a checkpoint without loading it. Fills config7 (7 ints, the header with a positive
- * vocab_size) when the header could be read. Returns L2C_OK or an error code.
- */
+/* Reads and checks a checkpoint's layout, and that its size is the one the header implies. */
 static int check_layout(const unsigned char* data, size_t size, Layout* l) {
     g_error[0] = '\0';
     g_error_code = L2C_OK;
@@ -1065,6 +1061,10 @@ static int check_layout(const unsigned char* data, size_t size, Layout* l) {
     return L2C_OK;
 }
 
+/*
+ * Checks a checkpoint without loading it. Fills config7 (7 ints, the header with a positive
+ * vocab_size) when the header could be read. Returns L2C_OK or an error code.
+ */
 L2C_API int l2c_check(const unsigned char* data, size_t size, int* config7) {
     Layout l;
     int rc = check_layout(data, size, &l);
@@ -1078,7 +1078,7 @@ L2C_API void l2c_free(Engine* e);
 /* Rewrites every fp32 matrix the matmul reads into the interleaved layout, in place. */
 static int interleave_weights(Engine* e) {
     if (e->layout.format != FORMAT_FP32) return L2C_OK;
-    const Config* c = &e->config;
+    const Config* c = &e->layout.config;
     int kv_dim = c->dim * c->n_kv_heads / c->n_heads;
     int widest = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
     float* tmp = malloc((size_t)4 * widest * sizeof(float));
@@ -1118,9 +1118,7 @@ L2C_API Engine* l2c_load(unsigned char* data, size_t size) {
         fail(L2C_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    e->config = l.config;
     e->layout = l;
-    e->data = data;
     e->size = size;
     e->layer_matrices = matrices;
     map_weights(&e->weights, &l, data, matrices);
@@ -1141,7 +1139,7 @@ L2C_API Engine* l2c_load(unsigned char* data, size_t size) {
 /* Copies the 7 config values (vocab_size positive) into out. Returns L2C_OK or an error code. */
 L2C_API int l2c_config(const Engine* e, int* out7) {
     if (!e || !out7) return fail(L2C_ERR_ARGUMENT, "l2c_config: NULL argument");
-    memcpy(out7, &e->config, sizeof(Config));
+    memcpy(out7, &e->layout.config, sizeof(Config));
     return L2C_OK;
 }
 
@@ -1163,12 +1161,12 @@ L2C_API float* l2c_forward(Engine* e, int token, int pos) {
         fail(L2C_ERR_ARGUMENT, "l2c_forward: engine is NULL");
         return NULL;
     }
-    if (token < 0 || token >= e->config.vocab_size) {
-        fail(L2C_ERR_RANGE, "token %d out of range [0, %d)", token, e->config.vocab_size);
+    if (token < 0 || token >= e->layout.config.vocab_size) {
+        fail(L2C_ERR_RANGE, "token %d out of range [0, %d)", token, e->layout.config.vocab_size);
         return NULL;
     }
-    if (pos < 0 || pos >= e->config.seq_len) {
-        fail(L2C_ERR_RANGE, "position %d out of range [0, %d)", pos, e->config.seq_len);
+    if (pos < 0 || pos >= e->layout.config.seq_len) {
+        fail(L2C_ERR_RANGE, "position %d out of range [0, %d)", pos, e->layout.config.seq_len);
         return NULL;
     }
     return forward(e, token, pos);
@@ -1219,9 +1217,9 @@ L2C_API int l2c_rope_table(float* out, int head_size, int positions) {
  */
 L2C_API int l2c_use_rope_table(Engine* e, const float* table, int head_size, int positions) {
     if (!e) return fail(L2C_ERR_ARGUMENT, "l2c_use_rope_table: engine is NULL");
-    if (table && (head_size != e->config.dim / e->config.n_heads || positions <= 0)) {
+    if (table && (head_size != e->layout.config.dim / e->layout.config.n_heads || positions <= 0)) {
         return fail(L2C_ERR_ARGUMENT, "RoPE table for head size %d, the model's is %d", head_size,
-                    e->config.dim / e->config.n_heads);
+                    e->layout.config.dim / e->layout.config.n_heads);
     }
     e->rope = table;
     e->rope_positions = table ? positions : 0;

@@ -88,7 +88,7 @@ export class Engine {
   load() {
     this.handle = this.m._l2c_load(this.data, this.size);
     if (!this.handle) this.failLoading();
-    this.vocabSize = this.configList()[5];
+    this.vocabSize = this.config().vocab_size;
   }
 
   /** Frees the checkpoint that failed check() or load() and throws the engine's message. */
@@ -98,16 +98,20 @@ export class Engine {
     throw new EngineError(message);
   }
 
-  /** [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, shared_classifier,
-   *  format (0 fp32, 2 int8), group_size] */
-  configList() {
+  /** The loaded model, by name: its header (llama2c.checkpoint.Config's fields, with a positive
+   *  vocab_size), shared_classifier (bool), format ('fp32' or 'int8') and group_size (int8). */
+  config() {
     const out = this.m._malloc(7 * 4);
     try {
-      this.m._l2c_config(this.handle, out);
-      const values = Array.from(this.m.HEAP32.subarray(out >> 2, (out >> 2) + 7));
-      values.push(this.m._l2c_shared_classifier(this.handle), this.m._l2c_format(this.handle),
-        this.m._l2c_group_size(this.handle));
-      return values;
+      this.m._l2c_config(this.handle, out); // the 7 ints of run.c's Config, in its order
+      const [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len] =
+        this.m.HEAP32.subarray(out >> 2, (out >> 2) + 7);
+      return {
+        dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
+        shared_classifier: this.m._l2c_shared_classifier(this.handle) === 1,
+        format: this.m._l2c_format(this.handle) === 2 ? 'int8' : 'fp32',
+        group_size: this.m._l2c_group_size(this.handle),
+      };
     } finally {
       this.m._free(out);
     }
@@ -120,7 +124,7 @@ export class Engine {
    * Returns what the page shows about it.
    */
   async useRopeTable() {
-    const [dim, , , heads, , , seqLen] = this.configList();
+    const { dim, n_heads: heads, seq_len: seqLen } = this.config();
     const headSize = dim / heads;
     // engine/rope.json lists the tables the build wrote: {head size: positions}
     this.m.ropeTables ??= fetch(new URL('rope.json', this.m.engineUrl))

@@ -147,10 +147,10 @@ async function showRuntimeProgress(files) {
   }
 }
 
-function engineLabel(threads, format = 0) {
+function engineLabel(threads, format = 'fp32') {
   const kind = threaded ? 'WebAssembly SIMD + threads' : 'WebAssembly SIMD';
   let label = `${kind}, ${threads} thread${threads === 1 ? '' : 's'}`;
-  if (format === 2) { // int8: which kernel runs, and why not the relaxed one
+  if (format === 'int8') { // which kernel runs, and why not the relaxed one
     const note = engineModule.int8Note;
     label += `; int8 kernel: ${engineModule.int8Kernel}${note ? ` (${note})` : ''}`;
   }
@@ -341,18 +341,16 @@ async function createModel(client, modelSource, tokenizerSource) {
     } finally {
       browser.destroy();
     }
-    const [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, shared, format,
-      groupSize] = engine.configList();
+    const config = engine.config();
     return {
       engine,
       session,
       info: {
         bytes: model.bytes,
         cache,
-        engine: `${engineLabel(threads, format)}; ${rope}`,
-        config: { dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
-          shared_classifier: !!shared,
-          format: format === 2 ? `int8 (Q8_0, groups of ${groupSize})` : 'fp32' },
+        engine: `${engineLabel(threads, config.format)}; ${rope}`,
+        config: { ...config, format: config.format === 'int8'
+          ? `int8 (Q8_0, groups of ${config.group_size})` : 'fp32' },
       },
     };
   } catch (e) {

@@ -19,9 +19,9 @@ import numpy as np
 from .backend import Backend
 from .checkpoint import Config
 from .errors import EngineError
-from .generate import InputRequest, Piece, Stats, chat, generate, read_line
+from .generate import InputRequest, Piece, Stats, read_line, story
 from .params import Settings
-from .sampler import Candidates, Sampler
+from .sampler import Candidates
 from .tokenizer import Tokenizer, reject_lone_surrogates
 
 
@@ -50,8 +50,8 @@ class BrowserModel:
     """Implements `backend.Backend` on a JS engine object (web/engine.js `Engine`)."""
 
     def __init__(self, engine):
-        values = engine.configList().to_py()  # 7 header values + shared-classifier flag
-        self.config = Config(*values[:7], shared_classifier=bool(values[7]))
+        named = engine.config().to_py()  # web/engine.js Engine.config(): fields by name
+        self.config = Config(**{field: named[field] for field in Config.__dataclass_fields__})
         self._engine = engine
         self._logits = np.empty(self.config.vocab_size, np.float32)
         # numpy's float32 exp in Pyodide calls the same C library expf as the engine, and saves a
@@ -107,25 +107,16 @@ class Session:
         # A script or a widget attribute may hand over a lone surrogate: each is refused alike.
         reject_lone_surrogates(settings.prompt, "the prompt")
         reject_lone_surrogates(settings.system_prompt, "the system prompt")
-        config = self.model.config
-        sampler = Sampler(config.vocab_size, settings.temperature, settings.topp, settings.seed,
-                          self.model.expf)
         self._seen = None
-        if token_view:
-            sampler.observe = self._see
         self.stats = Stats()
         self.tokens = 0
         self.waiting = None
         self._stdin = io.BytesIO()
         self._end_turn = False
         self._pending = None
-        if settings.mode == "chat":
-            self._pieces = chat(self.model, self.tokenizer, sampler, settings.prompt,
-                                settings.system_prompt, settings.steps, self.stats,
-                                end_turn=self._turn_ended)
-        else:
-            self._pieces = generate(self.model, self.tokenizer, sampler, settings.prompt,
-                                    settings.steps, self.stats)
+        self._pieces = story(self.model, self.tokenizer, settings, stats=self.stats,
+                             observe=self._see if token_view else None,
+                             end_turn=self._turn_ended)
         return settings.seed
 
     def step(self) -> str | None:

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .errors import CheckpointError, Llama2cError
-from .generate import Stats, answer_inputs, chat, generate, read_line
+from .generate import Stats, read_line, story
 from .params import Settings
-from .sampler import Sampler
 from .tokenizer import Tokenizer
 
 USAGE = """\
@@ -46,7 +45,11 @@ TRAIN_COMMANDS = ("data", "vocab", "pretokenize", "train", "export")
 
 
 class UsageError(Exception):
-    pass
+    """Bad arguments: one line, then a pointer to --help."""
+
+
+class HelpRequested(Exception):
+    """-h or --help among the arguments: print the usage and succeed."""
 
 
 @dataclass
@@ -63,13 +66,15 @@ _FLAGS = {"-t": "temperature", "-p": "topp", "-s": "seed", "-n": "steps", "-i": 
 def parse_run_args(argv: list[str]) -> RunArgs:
     """run.c's argument loop: `-x value` pairs after the checkpoint, then its clamping."""
     if not argv or argv[0] in ("-h", "--help"):
-        raise UsageError("missing the checkpoint path" if not argv else "help")
+        if argv:
+            raise HelpRequested
+        raise UsageError("missing the checkpoint path")
     values: dict[str, str] = {}
     rest = argv[1:]
     for i in range(0, len(rest), 2):
         flag = rest[i]
         if flag in ("-h", "--help"):
-            raise UsageError("help")
+            raise HelpRequested
         if flag not in _FLAGS:
             raise UsageError(f"unknown option {flag!r}")
         if i + 1 >= len(rest):
@@ -94,15 +99,13 @@ def run(args: RunArgs, out: BinaryIO) -> Stats:
 
     with NativeModel.open(args.checkpoint) as model:
         tokenizer = Tokenizer.load(args.tokenizer, model.config.vocab_size)
-        s = args.settings
-        sampler = Sampler(model.config.vocab_size, s.temperature, s.topp, s.seed, model.expf)
         stats = Stats()
-        if s.mode == "generate":
-            pieces = generate(model, tokenizer, sampler, s.prompt, s.steps, stats)
-        else:
-            turns = chat(model, tokenizer, sampler, s.prompt, s.system_prompt, s.steps, stats)
-            pieces = answer_inputs(turns, lambda guide: (out.flush(), _stdin_line(guide))[1])
-        for piece in pieces:
+
+        def read_input(guide: str) -> str | None:
+            out.flush()  # the guide reaches the terminal before the read, as after run.c's printf
+            return _stdin_line(guide)
+
+        for piece in story(model, tokenizer, args.settings, read_input, stats):
             out.write(piece.data)
             out.flush()
         out.write(b"\n")
@@ -174,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         if command in ("-h", "--help", "help"):
             return _usage()
         raise UsageError(f"unknown command {command!r}" if command else "missing a command")
+    except HelpRequested:
+        return _usage()
     except UsageError as e:
-        if str(e) == "help":
-            return _usage()
         _error(f"{e} (see `llama2c --help`)")
         return 1
     except BrokenPipeError:

@@ -3,12 +3,12 @@
 Serves only the files under one folder, with the headers the app needs:
 
 - cross-origin isolation (COOP/COEP), so SharedArrayBuffer and wasm threads work;
-- ``Cross-Origin-Resource-Policy`` and CORS, so other origins can embed the assets;
-- explicit MIME types (``.wasm`` as ``application/wasm``, ``.mjs`` as JavaScript, ...);
-- ``Cache-Control: no-cache`` with ETag / Last-Modified revalidation everywhere;
+- `Cross-Origin-Resource-Policy` and CORS, so other origins can embed the assets;
+- explicit MIME types (`.wasm` as `application/wasm`, `.mjs` as JavaScript, ...);
+- `Cache-Control: no-cache` with ETag / Last-Modified revalidation everywhere;
 - HTTP Range requests (Starlette's FileResponse answers them with 206).
 
-Usage::
+Usage:
 
     python -m llama2c.devserver SITE_DIR [--host 127.0.0.1] [--port 8000]
 """
@@ -147,7 +147,7 @@ class SiteHeadersMiddleware:
 
 
 def create_app(site_dir: Path) -> Starlette:
-    """The ASGI app serving the files under ``site_dir`` (``/`` serves index.html)."""
+    """The ASGI app serving the files under `site_dir` (`/` serves index.html)."""
     site_files = SiteFiles(directory=Path(site_dir), html=True)
     return Starlette(
         routes=[Mount("/", app=site_files)],
@@ -156,12 +156,12 @@ def create_app(site_dir: Path) -> Starlette:
 
 
 def serve(site_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``site_dir`` with uvicorn until interrupted."""
+    """Serve `site_dir` with uvicorn until interrupted."""
     uvicorn.run(create_app(site_dir), host=host, port=port, log_level="info")
 
 
 def check_site_dir(site_dir: Path) -> str | None:
-    """Return a one-line problem with ``site_dir``, or None when it can be served."""
+    """Return a one-line problem with `site_dir`, or None when it can be served."""
     if not site_dir.is_dir():
         return f"site folder {site_dir} does not exist; run `invoke build` first"
     if not (site_dir / "index.html").is_file():
@@ -170,7 +170,7 @@ def check_site_dir(site_dir: Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m llama2c.devserver SITE_DIR [--host H] [--port P]``."""
+    """Command line: `python -m llama2c.devserver SITE_DIR [--host H] [--port P]`."""
     parser = argparse.ArgumentParser(
         prog="python -m llama2c.devserver",
         description="Serve the built site with cross-origin isolation headers.",

@@ -1,15 +1,13 @@
 """Download llama2.c models and tokenizers from their official homes.
 
-Every file is checked against its size and sha256 before it lands in the
-models folder. A download goes to ``NAME.part`` first, resumes with an HTTP
-Range request when a ``.part`` already exists, and is moved into place only
-once it is verified.
+Every file is checked against its size and sha256 before it lands in the models folder. A download
+goes to `NAME.part` first, resumes with an HTTP Range request when a `.part` already exists, and is
+moved into place only once it is verified.
 
-Offline machines can use a local copy instead: a mirror folder (``mirror=``,
-``--from DIR`` or the ``LLAMA2C_MIRROR`` environment variable) or a file placed
-in the models folder by hand.
+Offline machines can use a local copy instead: a mirror folder (`mirror=`, `--from DIR` or the
+`LLAMA2C_MIRROR` environment variable) or a file placed in the models folder by hand.
 
-Usage::
+Usage:
 
     python -m llama2c.fetch stories260K --dest models
     python -m llama2c.fetch stories15M --dest models --from /path/to/mirror
@@ -106,7 +104,7 @@ MODELS: dict[str, list[ModelFile]] = {
 
 
 def model_files(name: str) -> list[ModelFile]:
-    """Return the files of model ``name``, or raise FetchError naming the known models."""
+    """Return the files of model `name`, or raise FetchError naming the known models."""
     try:
         return MODELS[name]
     except KeyError:
@@ -120,10 +118,10 @@ def fetch_model(
     mirror: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Make every file of model ``name`` present and verified in ``dest_dir``.
+    """Make every file of model `name` present and verified in `dest_dir`.
 
     A file already present with the right size and sha256 is kept. Otherwise it
-    is copied from ``mirror`` (default: ``$LLAMA2C_MIRROR``) when the mirror holds
+    is copied from `mirror` (default: `$LLAMA2C_MIRROR`) when the mirror holds
     it, else downloaded from its official URL. Returns the paths, in registry order.
     """
     files = model_files(name)
@@ -137,7 +135,7 @@ def fetch_model(
 
 
 def fetch_file(file: ModelFile, dest: Path, mirror: Path | None, progress: bool) -> Path:
-    """Make one file present and verified in ``dest``; return its path."""
+    """Make one file present and verified in `dest`; return its path."""
     target = dest / file.filename
     if file.sha256 is None:
         warn(f"{file.filename} has no pinned sha256; only its size will be checked")
@@ -159,7 +157,7 @@ def fetch_file(file: ModelFile, dest: Path, mirror: Path | None, progress: bool)
 
 
 def find_in_mirror(mirror: Path, filename: str) -> Path | None:
-    """The file named ``filename`` in the mirror folder or any folder below it, if any."""
+    """The file named `filename` in the mirror folder or any folder below it, if any."""
     direct = mirror / filename
     if direct.is_file():
         return direct
@@ -167,25 +165,25 @@ def find_in_mirror(mirror: Path, filename: str) -> Path | None:
 
 
 def part_path(target: Path) -> Path:
-    """Where ``target`` is written before it is verified."""
+    """Where `target` is written before it is verified."""
     return target.with_name(target.name + ".part")
 
 
 def is_complete(path: Path, file: ModelFile) -> bool:
-    """True when ``path`` exists with the expected size and (when pinned) sha256."""
+    """True when `path` exists with the expected size and (when pinned) sha256."""
     if not path.is_file() or path.stat().st_size != file.size:
         return False
     return file.sha256 is None or sha256_of(path) == file.sha256
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of the file at ``path``."""
+    """Hex sha256 of the file at `path`."""
     with path.open("rb") as stream:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def verify(path: Path, file: ModelFile) -> None:
-    """Check size and sha256 of ``path``; on a mismatch delete it and raise FetchError."""
+    """Check size and sha256 of `path`; on a mismatch delete it and raise FetchError."""
     size = path.stat().st_size
     if size != file.size:
         path.unlink()
@@ -203,7 +201,7 @@ def verify(path: Path, file: ModelFile) -> None:
 
 
 def download(file: ModelFile, part: Path, dest: Path, progress: bool) -> None:
-    """Download ``file.url`` into ``part``, resuming from an existing ``part``."""
+    """Download `file.url` into `part`, resuming from an existing `part`."""
     offset = part.stat().st_size if part.exists() else 0
     if offset > file.size:
         part.unlink()
@@ -233,13 +231,13 @@ def download(file: ModelFile, part: Path, dest: Path, progress: bool) -> None:
 
 
 def resumes_at(response: http.client.HTTPResponse, offset: int) -> bool:
-    """True when ``response`` is a partial answer starting at byte ``offset``."""
+    """True when `response` is a partial answer starting at byte `offset`."""
     content_range = response.headers.get("Content-Range", "")
     return response.status == 206 and content_range.startswith(f"bytes {offset}-")
 
 
 def local_copy_hint(file: ModelFile, dest: Path) -> str:
-    """One sentence telling how to use a local copy of ``file`` instead."""
+    """One sentence telling how to use a local copy of `file` instead."""
     return (
         f"To use a local copy instead, pass --from DIR (mirror=DIR) or set "
         f"{MIRROR_ENV}=DIR to a folder holding {file.filename}, "
@@ -250,7 +248,7 @@ def local_copy_hint(file: ModelFile, dest: Path) -> str:
 def copy_with_progress(
     source: BinaryIO, out: BinaryIO, done: int, file: ModelFile, progress: bool
 ) -> None:
-    """Copy ``source`` to ``out`` in chunks, drawing a progress bar when asked."""
+    """Copy `source` to `out` in chunks, drawing a progress bar when asked."""
     started = time.monotonic()
     first = done
     shown = 0.0
@@ -283,7 +281,7 @@ def warn(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m llama2c.fetch NAME [--dest DIR] [--from DIR]``."""
+    """Command line: `python -m llama2c.fetch NAME [--dest DIR] [--from DIR]`."""
     parser = argparse.ArgumentParser(
         prog="python -m llama2c.fetch",
         description="Download a llama2.c model and its tokenizer, verified by size and sha256.",

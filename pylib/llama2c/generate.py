@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Generator, Iterator
 
 from .backend import Backend
-from .sampler import Sampler
+from .params import Settings
+from .sampler import Candidates, Sampler
 from .tokenizer import BOS, EOS, TextStream, Tokenizer
 
 CHAT_SYSTEM_TEMPLATE = "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]"
@@ -48,6 +49,14 @@ class Stats:
     forward_calls: int = 0
     sample_seconds: float = 0.0  # time inside sampler.sample()
 
+    def tick(self) -> None:
+        """After a position's forward pass (and, in generate, its print): the clock starts at the
+        first call, as run.c's does after the first iteration, which can be slower."""
+        now = time.perf_counter()
+        if self.start == 0.0:
+            self.start = now
+        self.end = now
+
     @property
     def tokens_per_second(self) -> float | None:
         """run.c's `achieved tok/s`: (pos - 1) / elapsed, reported only when pos > 1."""
@@ -57,12 +66,12 @@ class Stats:
 
 
 @dataclass
-class _Printer:
-    """Turns bytes into Pieces, keeping the UTF-8 stream state across them."""
+class _Pieces:
+    """Makes Pieces from the bytes run.c prints, keeping the UTF-8 decoding state across them."""
 
     stream: TextStream = field(default_factory=TextStream)
 
-    def piece(self, data: bytes, token: int = -1, pos: int = -1) -> Piece:
+    def of(self, data: bytes, token: int = -1, pos: int = -1) -> Piece:
         return Piece(data, self.stream.push(data), token, pos)
 
 
@@ -108,7 +117,7 @@ def generate(model: Backend, tokenizer: Tokenizer, sampler: Sampler, prompt: str
     stats = stats if stats is not None else Stats()
     steps = resolve_steps(steps, model.config.seq_len)
     prompt_tokens = yield from _encode(tokenizer, prompt or "")
-    printer = _Printer()
+    pieces = _Pieces()
     token = prompt_tokens[0]
     pos = 0
     while pos < steps:
@@ -121,11 +130,9 @@ def generate(model: Backend, tokenizer: Tokenizer, sampler: Sampler, prompt: str
         stats.pos = pos
         if next_token == BOS:  # BOS delimits sequences: the story is over
             break
-        yield printer.piece(tokenizer.decode(token, next_token), next_token, pos)
+        yield pieces.of(tokenizer.decode(token, next_token), next_token, pos)
         token = next_token
-        if stats.start == 0.0:  # the first iteration can be slower: time from here
-            stats.start = time.perf_counter()
-        stats.end = time.perf_counter()
+        stats.tick()
     stats.end = time.perf_counter()
 
 
@@ -144,7 +151,7 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
     """
     stats = stats if stats is not None else Stats()
     steps = resolve_steps(steps, model.config.seq_len)
-    printer = _Printer()
+    pieces = _Pieces()
     system, user = "", ""
     prompt_tokens: list[int] = []
     user_idx = 0
@@ -154,11 +161,11 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
     while pos < steps:
         if end_turn is not None and not user_turn and end_turn():
             user_turn = True
-            yield printer.piece(b"\n")
+            yield pieces.of(b"\n")
         if user_turn:
             if pos == 0:
                 if system_prompt is None:
-                    yield printer.piece(b"Enter system prompt (optional): ")
+                    yield pieces.of(b"Enter system prompt (optional): ")
                     line = yield InputRequest("Enter system prompt (optional): ")
                     system = line if line is not None else system
                 else:
@@ -166,7 +173,7 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
             if pos == 0 and user_prompt is not None:
                 user = user_prompt
             else:
-                yield printer.piece(b"User: ")
+                yield pieces.of(b"User: ")
                 line = yield InputRequest("User: ")
                 user = line if line is not None else user
             if pos == 0 and system:
@@ -176,7 +183,7 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
             prompt_tokens = yield from _encode(tokenizer, rendered)
             user_idx = 0
             user_turn = False
-            yield printer.piece(b"Assistant: ")
+            yield pieces.of(b"Assistant: ")
 
         if user_idx < len(prompt_tokens):
             token = prompt_tokens[user_idx]  # still in the user's turn: force its tokens
@@ -190,14 +197,35 @@ def chat(model: Backend, tokenizer: Tokenizer, sampler: Sampler, user_prompt: st
         next_token = _sample(sampler, logits, stats)
         pos += 1
         stats.pos = pos
-        if stats.start == 0.0:
-            stats.start = time.perf_counter()
-        stats.end = time.perf_counter()
+        stats.tick()
 
         if user_idx >= len(prompt_tokens) and next_token != EOS:
-            yield printer.piece(tokenizer.decode(token, next_token), next_token, pos)
+            yield pieces.of(tokenizer.decode(token, next_token), next_token, pos)
         if next_token == EOS:
-            yield printer.piece(b"\n")
+            yield pieces.of(b"\n")
+
+
+def story(model: Backend, tokenizer: Tokenizer, settings: Settings,
+          read_input: Callable[[str], str | None] | None = None, stats: Stats | None = None,
+          observe: Callable[[Candidates], None] | None = None,
+          end_turn: Callable[[], bool] | None = None,
+          ) -> Generator[Piece | InputRequest, str | None, None]:
+    """A story as run.c's main() sets it up, for the command line and the page alike: the sampler
+    from the settings, then generate() or chat().
+
+    read_input(guide) answers chat's reads (None: end of input), as the command line does from
+    standard input. Without it chat's reads come out as InputRequests to `send()` a line to, as
+    the page does once the user has typed one. `observe` sees each sampling step (the token
+    view); `end_turn` is chat's Stop (see chat()).
+    """
+    sampler = Sampler(model.config.vocab_size, settings.temperature, settings.topp, settings.seed,
+                      model.expf)
+    sampler.observe = observe
+    if settings.mode == "generate":
+        return generate(model, tokenizer, sampler, settings.prompt, settings.steps, stats)
+    turns = chat(model, tokenizer, sampler, settings.prompt, settings.system_prompt,
+                 settings.steps, stats, end_turn)
+    return answer_inputs(turns, read_input) if read_input is not None else turns
 
 
 def read_line(stdin: BinaryIO) -> str | None:

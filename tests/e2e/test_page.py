@@ -304,7 +304,9 @@ def check_stopped_within_a_token(page, worker, probe, texts: list[str]) -> None:
     assert probe["pieces"] == w["posted"], (probe["pieces"], w)  # the page shows every piece
     if w["stopMessageAt"] is not None and not w["usedFlag"]:
         latency = w["stopMessageAt"] - probe["stopAt"]
-        assert 0 <= latency < 500, f"'stop' took {latency:.0f} ms from the click to the worker"
+        # Speed is `invoke bench`'s; this catches a Stop that waits for the story to end (a
+        # 512-token story takes seconds). A correct build answers within a token, well under 3 s.
+        assert 0 <= latency < 3000, f"'stop' took {latency:.0f} ms from the click to the worker"
 
     final = output(page)
     assert final.startswith(probe["textAtStop"])
@@ -361,9 +363,11 @@ def test_page_stays_responsive_while_generating(page, dev_server, random15m):
     assert url_query(page)["prompt"] == ["Tom"]
     still = page.evaluate("[document.body.dataset.state, window.__l2c.states.length]")
     assert still == ["generating", since + 1], f"generation ended too soon to test: {still}"
-    assert max(round_trips) < 0.2, round_trips
+    # A page blocked by generation would stall for the whole story (seconds); a correct one answers
+    # at once. The margins leave room for a loaded machine; timings themselves are `invoke bench`'s.
+    assert max(round_trips) < 1.5, round_trips
     probe = stop(page, since)
-    assert probe["maxGap"] < 200, f"the page froze for {probe['maxGap']:.0f} ms"
+    assert probe["maxGap"] < 1500, f"the page froze for {probe['maxGap']:.0f} ms"
     check_stopped_within_a_token(page, worker, probe, texts)
 
 
