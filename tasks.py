@@ -43,8 +43,10 @@ PYODIDE_FULL = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full"
 # Package wheels from the full Pyodide distribution; sha256 is checked against pyodide-lock.json.
 PYODIDE_WHEELS = {"numpy": ("numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl", 3_061_133)}
 
+from llama2c.cflags import C_COMMON, C_STD  # noqa: E402 (after the sys.path line above)
+
 EMCC_FLAGS = [
-    "-std=c11", "-O3", "-msimd128", "-ffp-contract=off",
+    *C_STD, "-O3", "-msimd128",
     "-s", "MODULARIZE=1", "-s", "EXPORT_ES6=1", "-s", "ENVIRONMENT=web,worker",
     "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "MAXIMUM_MEMORY=4GB",
     "-s", "EXPORTED_FUNCTIONS=" + ",".join(
@@ -67,8 +69,7 @@ EMCC_THREAD_FLAGS = [
 ]
 # The two browser engines: threads need a cross-origin isolated page; plain hosts get the first.
 ENGINES = {"llama2c-engine": [], "llama2c-engine-mt": EMCC_THREAD_FLAGS}
-GCC_FLAGS = ["-std=c11", "-O3", "-ffp-contract=off", "-pthread", "-fvisibility=hidden", "-Wall",
-             "-Wextra", "-shared", "-fPIC"]
+GCC_FLAGS = [*C_COMMON, "-O3", "-fvisibility=hidden", "-shared", "-fPIC"]
 
 DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium"}
 

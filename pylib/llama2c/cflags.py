@@ -1,5 +1,5 @@
-"""How the C engine is compiled for checking: one home for the flags the sanitizer tests, the fuzz
-corpus in the tests and `invoke fuzz` share.
+"""How the C engine is compiled: one home for the flags that tasks.py (the native library, the
+WebAssembly engines, `invoke fuzz`) and the tests (sanitizers, fuzz corpus, verdicts) share.
 
 The engine's arithmetic must match run.c's, so every build keeps C11 and no fused multiply-add.
 """
@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 
-# Every build of wasm/run.c and its drivers: C11, run.c's arithmetic (no FMA contraction), threads.
-C_COMMON = ["-std=c11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra"]
+# Every build of wasm/run.c, gcc's and emcc's: C11, and run.c's arithmetic (no FMA contraction).
+C_STD = ["-std=c11", "-ffp-contract=off"]
+
+# Native builds of wasm/run.c and its test drivers: also threads and warnings.
+C_COMMON = [*C_STD, "-pthread", "-Wall", "-Wextra"]
 
 # AddressSanitizer and UndefinedBehaviorSanitizer, any report fatal. float-cast-overflow is not in
 # gcc's or clang's "undefined" group: it catches (int8_t)roundf(NaN) and other out-of-range casts.
