@@ -104,9 +104,12 @@ def run_step(c, command: str, failed: str, env: dict[str, str] | None = None) ->
 
 # -- setup --------------------------------------------------------------------------------------
 
-# Debian packages the build and the tests need, keyed by the command each one provides.
+# Debian packages the build, the tests and `invoke fuzz` need, keyed by a command each provides
+# (or a file, for a library).
 DEBIAN_PACKAGES = {"emcc": "emscripten", "chromium": "chromium", "firefox-esr": "firefox-esr",
-                   "npm": "npm", CLANG: "clang-22", WASM_LD: "lld-22"}
+                   "npm": "npm", CLANG: "clang-22", WASM_LD: "lld-22",
+                   "/usr/lib/llvm-22/lib/clang/22/include/fuzzer/FuzzedDataProvider.h":
+                       "libclang-rt-22-dev"}  # libFuzzer's runtime
 # What `pip install -e` adds to the package: the build, serve and test tools, and PyTorch and
 # sentencepiece for training (pinned in pyproject.toml: an unpinned torch pulls a 3 GB CUDA build).
 PIP_EXTRAS = ("dev", "train")
@@ -163,7 +166,8 @@ def setup_python(c) -> None:
 
 
 def setup_debian(c) -> None:
-    missing = sorted({pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None})
+    missing = sorted({pkg for what, pkg in DEBIAN_PACKAGES.items()
+                      if not (Path(what).exists() if what.startswith("/") else shutil.which(what))})
     if not missing:
         say(f"skipped: Debian packages already installed ({', '.join(sorted(set(DEBIAN_PACKAGES.values())))})")
         return
