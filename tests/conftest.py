@@ -88,3 +88,24 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 # -- training (tests/train_fixtures.py) ----------------------------------------------------------
 
 from train_fixtures import story_data, trained_tiny  # noqa: E402,F401
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """Every descendant of root_pid (from /proc/*/stat), for tests and the benchmark that must
+    find or stop what a process they started has started."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root_pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import process_tree
 from train_fixtures import VOCAB, train_env
 
 STEPS = 40  # the kill test needs the job still running well after the first checkpoint (8)
@@ -75,25 +76,8 @@ def test_two_processes_equal_one_with_accumulation(one_process, two_processes):
     assert one[STEPS][0] < 0.8 * one[1][0]  # and it learned something on the way
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def worker_pid(torchrun: int, rank: int) -> int | None:
-    for pid in descendants(torchrun):
+    for pid in process_tree(torchrun):
         try:
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import process_tree
+
 from .common import NATIVE_TIMEOUT, PROMPT, SEED, STEPS, TOPP, BenchError, checkout_env
 from .models import Model
 
@@ -92,26 +94,6 @@ def run_measured(command: list[str], env: dict[str, str], timeout: float = NATIV
         text = rss.read().strip()
     return ProcResult(proc.returncode, b"".join(chunks), stderr, int(text) if text else 0, wall,
                       first[0] if first else None)
-
-
-def process_tree(root_pid: int) -> list[int]:
-    """Every descendant of root_pid (from /proc/*/stat)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root_pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def kill_tree(pid: int) -> None:

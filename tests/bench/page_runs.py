@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from conftest import process_tree
+
 from .common import (
     PAGE_TIMEOUT_MS,
     PROMPT,
@@ -26,7 +28,6 @@ from .common import (
     checkout_env,
 )
 from .models import Model
-from .native_runs import process_tree
 
 # -- servers ------------------------------------------------------------------------------------
 
