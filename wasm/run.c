@@ -484,39 +484,43 @@ static inline float interleaved_at(const float* w, int d, int n, int i, int j) {
 }
 
 /*
+ * k interleaved blocks (k <= 4, a constant after inlining), one after another from w, times x:
+ * out[4r .. 4r + 3] = the four rows of block r. Each block is its own chain of adds, so k chains
+ * run side by side.
+ */
+static inline __attribute__((always_inline)) void blocks_times_x(float* out, const float* x,
+                                                                 const float* w, int n, int k) {
+    const size_t block_floats = (size_t)4 * n;
+    v4f acc[4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f},
+                  {0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    for (int j = 0; j < n; j++) {
+        v4f xj = {x[j], x[j], x[j], x[j]};
+        for (int r = 0; r < k; r++) acc[r] = acc[r] + load4(w + r * block_floats + 4 * j) * xj;
+    }
+    for (int r = 0; r < k; r++) memcpy(out + 4 * r, &acc[r], sizeof(v4f));
+}
+
+/*
  * W (d, n) @ x (n,) -> out (d,), for rows [begin, end), begin a multiple of 4.
  *
  * Every row is still one sequential sum over j = 0..n-1 with separate multiplies and adds, exactly
  * as run.c computes it, so the results are bit-identical. The speed comes from running four rows
- * at once in the four lanes of a SIMD vector (an interleaved block), and two blocks at once, one
- * from each half of the range, so that two independent chains of adds keep the adder busy while
- * each half streams through memory front to back.
+ * at once in the four lanes of a SIMD vector (an interleaved block), and four blocks at once, so
+ * that four independent chains of adds hide the adder's latency: an add waits on the one before it
+ * in its row, and with two chains the kernel was bound by that wait, not by memory.
  * GCC and Clang vector extensions: SSE natively, WebAssembly SIMD128 under emcc -msimd128.
  */
 static void matmul_rows(float* out, const float* x, const float* w, int n, int begin, int end) {
     int whole = end & ~3; /* rows [begin, whole) are in interleaved blocks */
     int blocks = whole > begin ? (whole - begin) / 4 : 0;
-    int half = blocks / 2;
-    size_t block_floats = (size_t)4 * n;
     const float* first = w + (size_t)begin * n;
-    for (int b = 0; b < half; b++) {
-        const float* b0 = first + b * block_floats;        /* rows begin + 4b .. + 3 */
-        const float* b1 = first + (b + half) * block_floats; /* rows begin + 4(b + half) .. + 3 */
-        v4f acc0 = {0.0f, 0.0f, 0.0f, 0.0f}, acc1 = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int j = 0; j < n; j++) {
-            v4f xj = {x[j], x[j], x[j], x[j]};
-            acc0 = acc0 + load4(b0 + 4 * j) * xj;
-            acc1 = acc1 + load4(b1 + 4 * j) * xj;
-        }
-        memcpy(out + begin + 4 * b, &acc0, sizeof(acc0));
-        memcpy(out + begin + 4 * (b + half), &acc1, sizeof(acc1));
-    }
-    if (blocks % 2) { /* the odd block out */
-        const float* b0 = first + (blocks - 1) * block_floats;
-        v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int j = 0; j < n; j++) acc = acc + load4(b0 + 4 * j) * (v4f){x[j], x[j], x[j], x[j]};
-        memcpy(out + begin + 4 * (blocks - 1), &acc, sizeof(acc));
-    }
+    int b = 0;
+    for (; b + 4 <= blocks; b += 4)
+        blocks_times_x(out + begin + 4 * b, x, first + (size_t)4 * b * n, n, 4);
+    const float* rest = first + (size_t)4 * b * n; /* 0 to 3 blocks left */
+    if (blocks - b == 3) blocks_times_x(out + begin + 4 * b, x, rest, n, 3);
+    if (blocks - b == 2) blocks_times_x(out + begin + 4 * b, x, rest, n, 2);
+    if (blocks - b == 1) blocks_times_x(out + begin + 4 * b, x, rest, n, 1);
     matmul_rows_plain(out, x, w, n, whole > begin ? whole : begin, end); /* rows after the blocks */
 }
 #endif
@@ -780,11 +784,12 @@ static inline int take_chunk(WorkList* work) {
 #define MIN_CHUNK_ROWS 16
 
 /* Rows per chunk of a matmul with d rows: the whole matrix on one thread; otherwise about
- * CHUNKS_PER_THREAD chunks per thread, of at least MIN_CHUNK_ROWS rows, in whole pairs of blocks. */
+ * CHUNKS_PER_THREAD chunks per thread, of at least MIN_CHUNK_ROWS rows, in whole groups of four
+ * blocks (16 rows: the fp32 kernel's four chains). */
 static int chunk_rows(int d) {
     if (g_threads == 1) return d;
     int rows = (d + CHUNKS_PER_THREAD * g_threads - 1) / (CHUNKS_PER_THREAD * g_threads);
-    return rows < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : (rows + 7) & ~7;
+    return rows < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : (rows + 15) & ~15;
 }
 
 /* Up to three matmuls with the same input, run as one job: W_i (d_i, n) @ x (n,) -> out_i. */
