@@ -1,12 +1,16 @@
 """Offline after the first visit (web/sw.js, offline.json), a new build replacing the old offline
-copy, and storage: persistence asked for, space shown, and a quota failure that still generates.
+copy, storage (persistence asked for, space shown, and a quota failure that still generates), and
+Python's memory snapshot, saved on a first visit and restored on the next.
 
-The new-build test serves a copy of the site of its own, since it rewrites files in it.
+The new-build and new-package tests serve a copy of the site of their own, since they rewrite
+files in it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
 
 import pytest
 
@@ -14,7 +18,8 @@ from llama2c.catalog import write_offline_list
 
 from . import widget_util
 from .conftest import TestSite as Site
-from .pageutil import SITE, golden_cases, golden_text, open_page, output, page_query, wait_for_state
+from .pageutil import (SITE, golden_cases, golden_text, open_page, output, page_query, report,
+                       wait_for_state)
 from .widget_util import ThreadServer, open_tab
 
 fresh_context, site_server = widget_util.fresh_context, widget_util.site_server
@@ -92,6 +97,18 @@ def own_site(tmp_path, test_site):
     server.close()
 
 
+def new_build_takes_over(page, base: str, site: Site) -> str:
+    """After a change to the site's files: writes the new build's offline list, opens the page and
+    waits until the new build's offline copy replaced the old one. Returns its cache name."""
+    new = f"llama2c-site-{write_offline_list(site.root)['version']}"
+    page.goto(f"{base}/?{page_query(STORY)}")
+    wait_for_state(page, "done")
+    page.wait_for_function("""(name) => caches.keys().then((names) =>
+      names.includes(name) && !names.some((n) => n.startsWith('llama2c-site-') && n !== name))""",
+                           arg=new, timeout=120_000, polling=200)
+    return new
+
+
 def test_a_new_build_replaces_the_offline_copy(request, fresh_context, own_site):
     site, base = own_site
     page, _ = open_tab(request, fresh_context())
@@ -101,15 +118,98 @@ def test_a_new_build_replaces_the_offline_copy(request, fresh_context, own_site)
     # A new build: one file changes, and so does the version.
     style = site.root / "style.css"
     style.write_text(style.read_text() + "\n/* build 2 */\n")
-    new = f"llama2c-site-{write_offline_list(site.root)['version']}"
-    assert new != old
-    page.goto(f"{base}/?{page_query(STORY)}")
-    wait_for_state(page, "done")
-    page.wait_for_function("""(name) => caches.keys().then((names) =>
-      names.includes(name) && !names.some((n) => n.startsWith('llama2c-site-') && n !== name))""",
-                           arg=new, timeout=120_000, polling=200)
+    assert new_build_takes_over(page, base, site) != old
     page.reload()
     wait_for_state(page, "done")
     css = page.evaluate("fetch('style.css').then((r) => r.text())")
     assert css.endswith("/* build 2 */\n")
     assert output(page) == golden_text(GREEDY)
+
+
+# -- Python's memory snapshot (web/worker.js, Cache Storage 'llama2c-runtime-v1') -----------------
+# The first visit boots Pyodide and saves its memory right after the boot; the next restores it
+# instead of booting, and still writes the golden story. A snapshot that does not start falls back
+# to a normal boot without a word to the user, and a new Pyodide or package makes a new one.
+
+RUNTIME_CACHE = "llama2c-runtime-v1"
+
+# The snapshots the runtime cache holds: [{url, size, magic}] (magic: the first 4 bytes, hex).
+SNAPSHOTS = """async (name) => {
+  if (!(await caches.has(name))) return [];
+  const cache = await caches.open(name);
+  return Promise.all((await cache.keys()).map(async (request) => {
+    const bytes = new Uint8Array(await (await cache.match(request)).arrayBuffer());
+    const magic = [...bytes.slice(0, 4)].map((b) => b.toString(16).padStart(2, '0')).join('');
+    return { url: request.url, size: bytes.length, magic };
+  }));
+}"""
+
+# Replaces the snapshot with `size` bytes of zeros or of its start; its Content-Length stays.
+SPOIL_SNAPSHOT = """async ([name, how]) => {
+  const cache = await caches.open(name);
+  const [request] = await cache.keys();
+  const bytes = new Uint8Array(await (await cache.match(request)).arrayBuffer());
+  const spoilt = how === 'zeros' ? new Uint8Array(bytes.length) : bytes.slice(0, 1 << 20);
+  await cache.put(request, new Response(spoilt,
+    { headers: { 'Content-Length': String(bytes.length) } }));
+}"""
+
+
+def saved_snapshot(page) -> dict:
+    """Waits until the worker has saved a snapshot (it saves while the story runs) and no other."""
+    page.wait_for_function(f"({SNAPSHOTS})('{RUNTIME_CACHE}').then((s) => s.length === 1 && "
+                           "s[0].magic !== '00000000')", timeout=60_000, polling=200)
+    return page.evaluate(SNAPSHOTS, RUNTIME_CACHE)[0]
+
+
+def visit(page, base: str) -> str:
+    """Loads the page, checks the golden story, and says how Python started (the worker's
+    report: 'saved', 'restored', 'replaced', ...)."""
+    open_page(page, base, STORY)
+    assert output(page) == golden_text(GREEDY)
+    return report(page)["snapshot"]
+
+
+def test_a_second_visit_restores_the_snapshot_and_a_broken_one_falls_back(request, fresh_context,
+                                                                          site_server):
+    base = site_server.base
+    page, _ = open_tab(request, fresh_context())  # any console error fails the test
+    assert visit(page, base) in ("saved", "none")  # booted; the snapshot may still be saving
+    first = saved_snapshot(page)
+    lock = json.loads((SITE / "pyodide/pyodide-lock.json").read_text())
+    assert f"snapshot-{lock['info']['version']}-" in first["url"]
+    assert first["size"] > 10_000_000, first  # Python's whole memory, about 21 MB
+
+    assert visit(page, base) == "restored"
+
+    # Zeros of the right size, which Pyodide refuses: a normal boot, the same story, and a good
+    # snapshot in its place. Then a truncated one, which the worker refuses: the same.
+    for how in ("zeros", "truncated"):
+        page.evaluate(SPOIL_SNAPSHOT, [RUNTIME_CACHE, how])
+        assert visit(page, base) in ("unusable", "replaced"), how
+        assert saved_snapshot(page) == first
+    assert visit(page, base) == "restored"
+
+
+def test_a_new_package_makes_a_new_snapshot(request, fresh_context, own_site):
+    site, base = own_site
+    page, _ = open_tab(request, fresh_context())
+    visit(page, base)
+    old = saved_snapshot(page)
+
+    # A new llama2c wheel (one more file in it) and its sha256 in the lock, as a new build writes.
+    lock_path = site.root / "pyodide/pyodide-lock.json"
+    lock = json.loads(lock_path.read_text())
+    wheel = site.root / "pyodide" / lock["packages"]["llama2c"]["file_name"]
+    data = wheel.read_bytes()
+    wheel.unlink()  # a file of its own, in case it was hard-linked to site/
+    wheel.write_bytes(data)
+    with zipfile.ZipFile(wheel, "a") as z:
+        z.writestr("llama2c/_new_build.txt", "a new build\n")
+    lock["packages"]["llama2c"]["sha256"] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    lock_path.unlink()
+    lock_path.write_text(json.dumps(lock))
+    new_build_takes_over(page, base, site)
+
+    assert visit(page, base) in ("saved", "none")  # booted: not the old build's snapshot
+    assert saved_snapshot(page)["url"] != old["url"]  # and the old one is gone
