@@ -3,7 +3,7 @@
     python tests/bench/train_bench.py [RUNS]        (or `invoke bench --train`)
 
 For the 260K and tiny presets' shapes, each run is a fresh process (so peak memory is its own)
-training STEPS steps on random tokens, timed after WARMUP steps:
+training WARMUP + STEPS steps on random tokens:
 
     ours     llama2c.train.loop.train(): the real loop (data stream, AdamW, clipping, schedule)
              over pretokenized shards written for the run
@@ -11,9 +11,12 @@ training STEPS steps on random tokens, timed after WARMUP steps:
              AdamW step (no clipping, no data pipeline)
     naive    plain, with attention written out as matmul + mask + softmax instead of PyTorch's
              scaled_dot_product_attention kernel (what the attention kernel buys)
+    compiled ours with `compile=True` (torch.compile; its one-off compile time is shown apart)
 
-Runs alternate (ours, plain, naive, ours, ...) so the load of a shared machine falls on all three;
-ratios are medians of the per-round ratios. FLOP/s counts 6 per parameter per token plus attention
+A run's speed is tokens per step over its median step time after WARMUP steps: the median, not
+the mean, because other work on a shared machine stalls single steps for up to seconds, and one
+such stall moved a 12-step mean by 10%. Runs alternate (ours, plain, naive, compiled, ours, ...)
+so the load falls on all of them; ratios are medians of the per-round ratios. FLOP/s counts 6 per parameter per token plus attention
 (Transformer.flops_per_token, llama2.c's estimate) and is shown as a share of this machine's fp32
 matmul peak, measured in the same run (1024 x 1024 matmuls, best of 20).
 """
@@ -30,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STEPS, WARMUP = 12, 2
+STEPS, WARMUP = 20, 2
 # The presets' model shapes with batches that fit a 2-core CPU run (4096 tokens per step).
 SHAPES = {
     "260K": dict(batch_size=8, max_seq_len=512),
@@ -64,7 +67,8 @@ def _naive_attention(self, x, cos, sin):
 
 
 def worker(kind: str, preset: str) -> dict:
-    """One measurement in this process: tokens/s after warm-up, FLOPs per token, peak RSS."""
+    """One measurement in this process: tokens/s after warm-up, FLOPs per token, peak RSS, and
+    the warm-up time (where compilation happens)."""
     import numpy as np
     import torch
     from llama2c.train import model as model_module
@@ -72,7 +76,8 @@ def worker(kind: str, preset: str) -> dict:
 
     c = _config(preset)
     tokens_per_step = c.batch_size * c.max_seq_len * c.gradient_accumulation_steps
-    if kind == "ours":
+    if kind in ("ours", "compiled"):
+        c.compile = kind == "compiled"
         with tempfile.TemporaryDirectory() as tmp:
             shards = Path(tmp) / "tok512"
             shards.mkdir()
@@ -84,11 +89,11 @@ def worker(kind: str, preset: str) -> dict:
             train(c, tmp, Path(tmp) / "out", progress=False)
             import csv
             rows = list(csv.DictReader(open(Path(tmp) / "out/history.csv")))
-        # history holds each step's running tokens/s since the loop began; the rate over the
-        # steps after warm-up follows from two of them
-        t_warm = WARMUP * tokens_per_step / float(rows[WARMUP - 1]["tokens_per_s"])
-        t_end = (WARMUP + STEPS) * tokens_per_step / float(rows[WARMUP + STEPS - 1]["tokens_per_s"])
-        rate = STEPS * tokens_per_step / (t_end - t_warm)
+        # history holds each step's running tokens/s since the loop began: the time since the
+        # loop began, after step k, is k * tokens_per_step / rate_k
+        ends = [k * tokens_per_step / float(rows[k - 1]["tokens_per_s"])
+                for k in range(1, WARMUP + STEPS + 1)]
+        step_times = [b - a for a, b in zip([0.0, *ends], ends)]
         flops = model_module.Transformer(c.model_args()).flops_per_token()
     else:
         if kind == "naive":
@@ -98,17 +103,18 @@ def worker(kind: str, preset: str) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate)
         x = torch.randint(0, 512, (c.batch_size, c.max_seq_len))
         y = torch.randint(0, 512, (c.batch_size, c.max_seq_len))
-        for step in range(WARMUP + STEPS):
-            if step == WARMUP:
-                started = time.perf_counter()
+        step_times = []
+        for _ in range(WARMUP + STEPS):
+            started = time.perf_counter()
             for _ in range(c.gradient_accumulation_steps):
                 _, loss = model(x, y)
                 loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        rate = STEPS * tokens_per_step / (time.perf_counter() - started)
+            step_times.append(time.perf_counter() - started)
         flops = model.flops_per_token()
-    return {"tokens_per_s": rate, "flops_per_token": flops,
+    return {"tokens_per_s": tokens_per_step / statistics.median(step_times[WARMUP:]),
+            "warmup_s": sum(step_times[:WARMUP]), "flops_per_token": flops,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -135,29 +141,35 @@ def measure(kind: str, preset: str) -> dict:
 def table(runs: int = 3) -> list[str]:
     """The training table as printable lines (markdown)."""
     peak = matmul_peak()
-    lines = [f"Training on {os.cpu_count()} CPU cores, PyTorch eager, fp32; {STEPS} timed steps "
-             f"of 4096 tokens after {WARMUP} warm-up steps; median of {runs} alternating rounds. "
-             f"Matmul peak measured now: {peak / 1e9:.1f} GFLOP/s.",
+    lines = [f"Training on {os.cpu_count()} CPU cores, fp32; tokens/s over the median of {STEPS} "
+             f"steps of 4096 tokens after {WARMUP} warm-up steps; median of {runs} alternating "
+             f"rounds. Matmul peak measured now: {peak / 1e9:.1f} GFLOP/s.",
              "",
              "| preset (batch x seq) | ours tok/s | plain tok/s | ours / plain | naive-attention "
-             "tok/s | ours / naive | ours GFLOP/s | share of matmul peak | peak RSS ours / plain MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "tok/s | ours / naive | compiled tok/s (compile s) | compiled / plain | ours GFLOP/s "
+             "| share of matmul peak | peak RSS ours / plain MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for preset, shape in SHAPES.items():
-        results: dict[str, list[dict]] = {"ours": [], "plain": [], "naive": []}
+        results: dict[str, list[dict]] = {"ours": [], "plain": [], "naive": [], "compiled": []}
         for _ in range(runs):
             for kind in results:
                 results[kind].append(measure(kind, preset))
-        rate = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in results.items()}
-        ratio_plain = statistics.median(o["tokens_per_s"] / p["tokens_per_s"]
-                                        for o, p in zip(results["ours"], results["plain"]))
-        ratio_naive = statistics.median(o["tokens_per_s"] / p["tokens_per_s"]
-                                        for o, p in zip(results["ours"], results["naive"]))
-        flops = rate["ours"] * results["ours"][0]["flops_per_token"]
-        mem = {k: statistics.median(r["peak_mb"] for r in v) for k, v in results.items()}
+
+        def median(kind: str, key: str) -> float:
+            return statistics.median(r[key] for r in results[kind])
+
+        def ratio(a: str, b: str) -> float:  # the median of the per-round ratios
+            return statistics.median(x["tokens_per_s"] / y["tokens_per_s"]
+                                     for x, y in zip(results[a], results[b]))
+
+        flops = median("ours", "tokens_per_s") * results["ours"][0]["flops_per_token"]
         lines.append(f"| {preset} ({shape['batch_size']} x {shape['max_seq_len']}) | "
-                     f"{rate['ours']:,.0f} | {rate['plain']:,.0f} | {ratio_plain:.2f} | "
-                     f"{rate['naive']:,.0f} | {ratio_naive:.2f} | {flops / 1e9:.2f} | "
-                     f"{flops / peak:.0%} | {mem['ours']:.0f} / {mem['plain']:.0f} |")
+                     f"{median('ours', 'tokens_per_s'):,.0f} | {median('plain', 'tokens_per_s'):,.0f} | "
+                     f"{ratio('ours', 'plain'):.2f} | {median('naive', 'tokens_per_s'):,.0f} | "
+                     f"{ratio('ours', 'naive'):.2f} | {median('compiled', 'tokens_per_s'):,.0f} "
+                     f"({median('compiled', 'warmup_s'):.0f}) | {ratio('compiled', 'plain'):.2f} | "
+                     f"{flops / 1e9:.2f} | {flops / peak:.0%} | "
+                     f"{median('ours', 'peak_mb'):.0f} / {median('plain', 'peak_mb'):.0f} |")
     return lines
 
 
