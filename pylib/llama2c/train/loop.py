@@ -29,6 +29,7 @@ import csv
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -252,22 +253,24 @@ def setup_distributed(device: str) -> Dist:
 
 
 def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path,
-          progress: bool = True) -> dict:
-    """Trains (or resumes) and returns the last evaluation {iter, train_loss, val_loss}."""
+          progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict:
+    """Trains (or resumes) and returns the last evaluation {iter, train_loss, val_loss}.
+    on_step(iteration) is called after each optimizer step (the benchmark times steps with it)."""
     c = config
     device = c.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dist_info = setup_distributed(device)
     if device == "cuda" and dist_info.world > 1:
         device = f"cuda:{dist_info.local_rank}"
     try:
-        return _train(c, Path(data_dir), Path(out_dir), device, dist_info, progress)
+        return _train(c, Path(data_dir), Path(out_dir), device, dist_info, progress, on_step)
     finally:
         if dist_info.world > 1:
             import torch.distributed as dist
             dist.destroy_process_group()
 
 
-def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, progress: bool) -> dict:
+def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, progress: bool,
+           on_step: Callable[[int], None] | None) -> dict:
     # data
     if c.vocab_size == 0:
         metas = sorted(data_dir.glob("tok*/meta.json"))
@@ -374,6 +377,8 @@ def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, prog
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             completed = done = it + 1
+            if on_step is not None:
+                on_step(done)
             tokens_done += tokens_per_iter
             evaluating = done % c.eval_interval == 0 or done == c.max_iters
             logged = evaluating or done % c.log_interval == 0
