@@ -104,6 +104,30 @@ def test_pretokenize_writes_bos_separated_uint16_shards(story_data):
     assert val.max() < VOCAB
 
 
+
+def test_training_batches_are_a_function_of_the_step(tmp_path):
+    """Sample i of the stream is chunk perm_e[i % n] of epoch e = i // n, whatever else was read
+    before: a batch that spans two epochs, and the same batches read again out of order."""
+    from llama2c.train.loop import Chunks, TrainStream
+    seq, tokens = 4, np.arange(2 * 23 + 7, dtype=np.uint16)  # two shards of 23 and 30 tokens
+    tokens[:23].tofile(tmp_path / "a.bin")
+    tokens[23:].tofile(tmp_path / "b.bin")
+    chunks = Chunks([tmp_path / "a.bin", tmp_path / "b.bin"], seq)
+    n = len(chunks)
+    assert n == (23 // seq - 1) + (30 // seq - 1) == 10
+    perms = [np.random.default_rng([7, e]).permutation(n) for e in range(3)]
+    expected = np.concatenate(perms)  # the stream's chunk numbers, three epochs long
+    batch = 3  # 10 is not a multiple of 3: micro-batches 3 and 6 span two epochs
+    stream = TrainStream(chunks, 7)
+    for micro, reader in [(0, stream), (3, stream), (9, stream), (6, stream), (3, stream),
+                          (0, stream), (6, TrainStream(chunks, 7)), (1, stream)]:
+        x, y = reader.batch(micro, batch)
+        samples = expected[micro * batch:(micro + 1) * batch]
+        shard, start = chunks.index[samples].T
+        rows = np.stack([np.arange(s, s + seq + 1) + 23 * sh for sh, s in zip(shard, start)])
+        assert x.tolist() == rows[:, :-1].tolist() and y.tolist() == rows[:, 1:].tolist()
+
+
 # -- learning ------------------------------------------------------------------------------------------
 
 def test_tiny_preset_learns_the_story_grammar(trained_tiny):

@@ -3,7 +3,7 @@
     python tests/bench/train_bench.py [RUNS]        (or `invoke bench --train`)
 
 For the 260K and tiny presets' shapes, each run is a fresh process (so peak memory is its own)
-training STEPS steps on random tokens, timed after WARMUP steps:
+training WARMUP + STEPS steps on random tokens:
 
     ours     llama2c.train.loop.train(): the real loop (data stream, AdamW, clipping, schedule)
              over pretokenized shards written for the run
@@ -11,9 +11,16 @@ training STEPS steps on random tokens, timed after WARMUP steps:
              AdamW step (no clipping, no data pipeline)
     naive    plain, with attention written out as matmul + mask + softmax instead of PyTorch's
              scaled_dot_product_attention kernel (what the attention kernel buys)
+    compiled ours with `compile=True` (torch.compile; its one-off compile time is in the
+             warm-up time, shown apart, with the loop's set-up)
+    paired   ours and plain in one process, one step of each in turn (ours / plain, interleaved):
+             the ratio that a burst of other work on a shared machine moves least
 
-Runs alternate (ours, plain, naive, ours, ...) so the load of a shared machine falls on all three;
-ratios are medians of the per-round ratios. FLOP/s counts 6 per parameter per token plus attention
+A run's speed is tokens per step over its median step time after WARMUP steps: the median, not
+the mean, because other work on a shared machine stalls single steps for up to seconds (in one
+tiny run here the mean step was 10x the median: 679 vs 67 ms). Runs alternate (ours, plain, naive,
+compiled, paired, ours, ...) so the load falls on all of them; ratios are medians of the
+per-round ratios. FLOP/s counts 6 per parameter per token plus attention
 (Transformer.flops_per_token, llama2.c's estimate) and is shown as a share of this machine's fp32
 matmul peak, measured in the same run (1024 x 1024 matmuls, best of 20).
 """
@@ -30,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STEPS, WARMUP = 12, 2
+STEPS, WARMUP = 20, 2
 # The presets' model shapes with batches that fit a 2-core CPU run (4096 tokens per step).
 SHAPES = {
     "260K": dict(batch_size=8, max_seq_len=512),
@@ -63,52 +70,78 @@ def _naive_attention(self, x, cos, sin):
     return self.wo(out.transpose(1, 2).reshape(b, t, -1))
 
 
-def worker(kind: str, preset: str) -> dict:
-    """One measurement in this process: tokens/s after warm-up, FLOPs per token, peak RSS."""
-    import numpy as np
+def plain_step(c, naive: bool = False):
+    """The plain loop: the model, a standard AdamW and one fixed random batch. Returns a function
+    that takes one training step and returns its time in seconds."""
     import torch
     from llama2c.train import model as model_module
+    if naive:
+        model_module.Attention.forward = _naive_attention
+    torch.manual_seed(c.seed)
+    model = model_module.Transformer(c.model_args())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate)
+    x = torch.randint(0, 512, (c.batch_size, c.max_seq_len))
+    y = torch.randint(0, 512, (c.batch_size, c.max_seq_len))
+
+    def step() -> float:
+        started = time.perf_counter()
+        for _ in range(c.gradient_accumulation_steps):
+            _, loss = model(x, y)
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+    return step
+
+
+def ours_steps(c, between=None) -> list[float]:
+    """llama2c.train.loop.train() on random shards; the time of each of its steps, from one
+    on_step call to the next. between(), if given, runs after each step, outside the timing."""
+    import numpy as np
     from llama2c.train.loop import train
+    times, mark = [], [time.perf_counter()]
+
+    def on_step(_: int) -> None:
+        times.append(time.perf_counter() - mark[0])
+        if between is not None:
+            between()
+        mark[0] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = Path(tmp) / "tok512"
+        shards.mkdir()
+        rng = np.random.default_rng(0)
+        for name in ("val.bin", "train_0001.bin"):
+            rng.integers(0, 512, 400_000, dtype=np.uint16).tofile(shards / name)
+        (shards / "meta.json").write_text(json.dumps({"vocab_size": 512, "tokenizer": "",
+                                                      "tokens": {}}))
+        train(c, tmp, Path(tmp) / "out", progress=False, on_step=on_step)
+    return times
+
+
+def worker(kind: str, preset: str) -> dict:
+    """One measurement in this process: tokens/s after warm-up, FLOPs per token, peak RSS, and
+    the warm-up time (where compilation happens). `paired` interleaves the two loops step by
+    step in this one process, so a burst of other work falls on both alike; its tokens_per_s is
+    ours's and plain_per_s the plain loop's."""
+    from llama2c.train.model import Transformer
 
     c = _config(preset)
     tokens_per_step = c.batch_size * c.max_seq_len * c.gradient_accumulation_steps
-    if kind == "ours":
-        with tempfile.TemporaryDirectory() as tmp:
-            shards = Path(tmp) / "tok512"
-            shards.mkdir()
-            rng = np.random.default_rng(0)
-            for name in ("val.bin", "train_0001.bin"):
-                rng.integers(0, 512, 400_000, dtype=np.uint16).tofile(shards / name)
-            (shards / "meta.json").write_text(json.dumps({"vocab_size": 512, "tokenizer": "",
-                                                          "tokens": {}}))
-            train(c, tmp, Path(tmp) / "out", progress=False)
-            import csv
-            rows = list(csv.DictReader(open(Path(tmp) / "out/history.csv")))
-        # history holds each step's running tokens/s since the loop began; the rate over the
-        # steps after warm-up follows from two of them
-        t_warm = WARMUP * tokens_per_step / float(rows[WARMUP - 1]["tokens_per_s"])
-        t_end = (WARMUP + STEPS) * tokens_per_step / float(rows[WARMUP + STEPS - 1]["tokens_per_s"])
-        rate = STEPS * tokens_per_step / (t_end - t_warm)
-        flops = model_module.Transformer(c.model_args()).flops_per_token()
+    flops = Transformer(c.model_args()).flops_per_token()
+    result = {"flops_per_token": flops}
+    if kind == "paired":
+        step, plain_times = plain_step(c), []
+        step_times = ours_steps(c, lambda: plain_times.append(step()))
+        result["plain_per_s"] = tokens_per_step / statistics.median(plain_times[WARMUP:])
+    elif kind in ("ours", "compiled"):
+        c.compile = kind == "compiled"
+        step_times = ours_steps(c)
     else:
-        if kind == "naive":
-            model_module.Attention.forward = _naive_attention
-        torch.manual_seed(c.seed)
-        model = model_module.Transformer(c.model_args())
-        optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate)
-        x = torch.randint(0, 512, (c.batch_size, c.max_seq_len))
-        y = torch.randint(0, 512, (c.batch_size, c.max_seq_len))
-        for step in range(WARMUP + STEPS):
-            if step == WARMUP:
-                started = time.perf_counter()
-            for _ in range(c.gradient_accumulation_steps):
-                _, loss = model(x, y)
-                loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        rate = STEPS * tokens_per_step / (time.perf_counter() - started)
-        flops = model.flops_per_token()
-    return {"tokens_per_s": rate, "flops_per_token": flops,
+        step = plain_step(c, naive=kind == "naive")
+        step_times = [step() for _ in range(WARMUP + STEPS)]
+    return {**result, "tokens_per_s": tokens_per_step / statistics.median(step_times[WARMUP:]),
+            "warmup_s": sum(step_times[:WARMUP]),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -132,32 +165,46 @@ def measure(kind: str, preset: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def median(results: dict, kind: str, key: str) -> float:
+    return statistics.median(r[key] for r in results[kind])
+
+
+def ratio(results: dict, a: str, b: str) -> float:
+    """The median of the per-round ratios of tokens/s, a over b."""
+    return statistics.median(x["tokens_per_s"] / y["tokens_per_s"]
+                             for x, y in zip(results[a], results[b]))
+
+
 def table(runs: int = 3) -> list[str]:
     """The training table as printable lines (markdown)."""
     peak = matmul_peak()
-    lines = [f"Training on {os.cpu_count()} CPU cores, PyTorch eager, fp32; {STEPS} timed steps "
-             f"of 4096 tokens after {WARMUP} warm-up steps; median of {runs} alternating rounds. "
-             f"Matmul peak measured now: {peak / 1e9:.1f} GFLOP/s.",
+    lines = [f"Training on {os.cpu_count()} CPU cores, fp32; tokens/s over the median of {STEPS} "
+             f"steps of 4096 tokens after {WARMUP} warm-up steps; median of {runs} alternating "
+             f"rounds. Matmul peak measured now: {peak / 1e9:.1f} GFLOP/s.",
              "",
-             "| preset (batch x seq) | ours tok/s | plain tok/s | ours / plain | naive-attention "
-             "tok/s | ours / naive | ours GFLOP/s | share of matmul peak | peak RSS ours / plain MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| preset (batch x seq) | ours tok/s | plain tok/s | ours / plain | ours / plain, "
+             "interleaved | naive-attention tok/s | ours / naive | compiled tok/s (warm-up s) | "
+             "compiled / plain | ours GFLOP/s | share of matmul peak | peak RSS ours / plain MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for preset, shape in SHAPES.items():
-        results: dict[str, list[dict]] = {"ours": [], "plain": [], "naive": []}
+        results: dict[str, list[dict]] = {"ours": [], "plain": [], "naive": [], "compiled": [],
+                                          "paired": []}
         for _ in range(runs):
             for kind in results:
                 results[kind].append(measure(kind, preset))
-        rate = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in results.items()}
-        ratio_plain = statistics.median(o["tokens_per_s"] / p["tokens_per_s"]
-                                        for o, p in zip(results["ours"], results["plain"]))
-        ratio_naive = statistics.median(o["tokens_per_s"] / p["tokens_per_s"]
-                                        for o, p in zip(results["ours"], results["naive"]))
+
+        rate = {kind: median(results, kind, "tokens_per_s") for kind in results}
+        interleaved = statistics.median(r["tokens_per_s"] / r["plain_per_s"]
+                                        for r in results["paired"])
         flops = rate["ours"] * results["ours"][0]["flops_per_token"]
-        mem = {k: statistics.median(r["peak_mb"] for r in v) for k, v in results.items()}
         lines.append(f"| {preset} ({shape['batch_size']} x {shape['max_seq_len']}) | "
-                     f"{rate['ours']:,.0f} | {rate['plain']:,.0f} | {ratio_plain:.2f} | "
-                     f"{rate['naive']:,.0f} | {ratio_naive:.2f} | {flops / 1e9:.2f} | "
-                     f"{flops / peak:.0%} | {mem['ours']:.0f} / {mem['plain']:.0f} |")
+                     f"{rate['ours']:,.0f} | {rate['plain']:,.0f} | "
+                     f"{ratio(results, 'ours', 'plain'):.2f} | {interleaved:.2f} | "
+                     f"{rate['naive']:,.0f} | {ratio(results, 'ours', 'naive'):.2f} | "
+                     f"{rate['compiled']:,.0f} ({median(results, 'compiled', 'warmup_s'):.0f}) | "
+                     f"{ratio(results, 'compiled', 'plain'):.2f} | {flops / 1e9:.2f} | "
+                     f"{flops / peak:.0%} | {median(results, 'ours', 'peak_mb'):.0f} / "
+                     f"{median(results, 'plain', 'peak_mb'):.0f} |")
     return lines
 
 

@@ -29,6 +29,7 @@ import csv
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -128,7 +129,9 @@ class Chunks:
 
     def __init__(self, files: list[Path], seq_len: int):
         self.seq_len = seq_len
-        self.data = [np.memmap(f, dtype=np.uint16, mode="r") for f in files]
+        # plain ndarray views of the maps: slicing an np.memmap builds a memmap object per slice
+        # (about 3 us each, 32 per tiny batch); slicing an ndarray costs a tenth of that
+        self.data = [np.asarray(np.memmap(f, dtype=np.uint16, mode="r")) for f in files]
         self.index = np.array([(s, ix * seq_len) for s, d in enumerate(self.data)
                                for ix in range(len(d) // seq_len - 1)], dtype=np.int64)
         if len(self.index) == 0:
@@ -156,13 +159,19 @@ class TrainStream:
             self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.chunks)))
         return self._perm[1]
 
+    def samples(self, first: int, count: int) -> np.ndarray:
+        """Chunk numbers of samples first ... first + count - 1 of the stream."""
+        n = len(self.chunks)
+        i = np.arange(first, first + count)
+        out = np.empty(count, dtype=np.int64)
+        for epoch in range(first // n, (first + count - 1) // n + 1):  # usually one epoch
+            here = i // n == epoch
+            out[here] = self._permutation(epoch)[i[here] % n]
+        return out
+
     def batch(self, micro: int, batch_size: int):
         """Global micro-batch number `micro`: samples micro * batch_size ... + batch_size - 1."""
-        n = len(self.chunks)
-        first = micro * batch_size
-        samples = np.array([self._permutation((first + b) // n)[(first + b) % n]
-                            for b in range(batch_size)])
-        return self.chunks.batch(samples)
+        return self.chunks.batch(self.samples(micro * batch_size, batch_size))
 
 
 # -- checkpoints and history ---------------------------------------------------------------------------
@@ -244,22 +253,24 @@ def setup_distributed(device: str) -> Dist:
 
 
 def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path,
-          progress: bool = True) -> dict:
-    """Trains (or resumes) and returns the last evaluation {iter, train_loss, val_loss}."""
+          progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict:
+    """Trains (or resumes) and returns the last evaluation {iter, train_loss, val_loss}.
+    on_step(iteration) is called after each optimizer step (the benchmark times steps with it)."""
     c = config
     device = c.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dist_info = setup_distributed(device)
     if device == "cuda" and dist_info.world > 1:
         device = f"cuda:{dist_info.local_rank}"
     try:
-        return _train(c, Path(data_dir), Path(out_dir), device, dist_info, progress)
+        return _train(c, Path(data_dir), Path(out_dir), device, dist_info, progress, on_step)
     finally:
         if dist_info.world > 1:
             import torch.distributed as dist
             dist.destroy_process_group()
 
 
-def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, progress: bool) -> dict:
+def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, progress: bool,
+           on_step: Callable[[int], None] | None) -> dict:
     # data
     if c.vocab_size == 0:
         metas = sorted(data_dir.glob("tok*/meta.json"))
@@ -318,7 +329,7 @@ def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, prog
                 else torch.autocast(device_type=device_type, dtype=ptdtype))
     scaler = torch.amp.GradScaler(device_type, enabled=(c.dtype == "float16"))
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping at all, unlike no_grad
     def evaluate() -> float:
         """Mean loss over eval_iters fixed validation batches (the same on every rank)."""
         raw_model.eval()
@@ -341,12 +352,15 @@ def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, prog
     last = {"iter": start, "train_loss": float("nan"), "val_loss": best_val}
     started, tokens_done = time.monotonic(), 0
     completed = start  # iterations whose optimizer step has been taken
+    shown_loss = float("nan")  # the training loss of the last logged step, for the progress line
     try:
         for it in range(start, c.max_iters):
             lr = get_lr(it, c)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_loss = 0.0
+            # the step's loss stays a tensor: reading it (.item(), or an all_reduce in DDP) waits
+            # for the device, so that happens on logged steps only, as in llama2.c's train.py
+            step_loss = torch.zeros((), device=device)
             for k in range(local_accum):
                 x, y = (t.to(device) for t in train_stream.batch(
                     it * c.gradient_accumulation_steps + k * d.world + d.rank, c.batch_size))
@@ -355,39 +369,44 @@ def _train(c: TrainConfig, data_dir: Path, out: Path, device: str, d: Dist, prog
                     _, loss = model(x, y)
                     loss = loss / local_accum
                 scaler.scale(loss).backward()
-                step_loss += loss.item()
+                step_loss += loss.detach()
             if c.grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            completed = it + 1
-            if d.world > 1:  # the loss of the global batch: the mean over processes
-                import torch.distributed as dist
-                t = torch.tensor([step_loss], device=device)
-                dist.all_reduce(t)
-                step_loss = t.item() / d.world
-            done = it + 1
+            completed = done = it + 1
+            if on_step is not None:
+                on_step(done)
             tokens_done += tokens_per_iter
+            evaluating = done % c.eval_interval == 0 or done == c.max_iters
+            logged = evaluating or done % c.log_interval == 0
+            if logged:
+                if d.world > 1:  # the loss of the global batch: the mean over processes
+                    import torch.distributed as dist
+                    dist.all_reduce(step_loss)
+                    step_loss /= d.world
+                shown_loss = step_loss.item()
             rate = tokens_done / max(time.monotonic() - started, 1e-9)
-            row = {"iter": done, "train_loss": step_loss, "val_loss": "", "lr": lr,
+            message = f"loss {shown_loss:.4f} {rate:,.0f} tok/s lr {lr:.2e}"
+            if not logged:
+                bar.update(done, message)
+                continue
+            row = {"iter": done, "train_loss": shown_loss, "val_loss": "", "lr": lr,
                    "tokens_per_s": round(rate)}
-            if done % c.eval_interval == 0 or done == c.max_iters:
+            if evaluating:
                 row["val_loss"] = evaluate()
-                last = {"iter": done, "train_loss": step_loss, "val_loss": row["val_loss"]}
-                history.append(row)
-                if d.master:
-                    improved = row["val_loss"] < best_val
-                    best_val = min(best_val, row["val_loss"])
-                    save_checkpoint(ckpt_path, checkpoint(done))
-                    if improved:
-                        save_checkpoint(out / "best.pt", checkpoint(done))
-                    write_history(out, history)
-            elif done % c.log_interval == 0:
-                history.append(row)
-            bar.update(done, f"loss {step_loss:.4f} {rate:,.0f} tok/s lr {lr:.2e}",
-                       force=bool(row["val_loss"] != ""))
+                last = {"iter": done, "train_loss": shown_loss, "val_loss": row["val_loss"]}
+            history.append(row)
+            if evaluating and d.master:
+                improved = row["val_loss"] < best_val
+                best_val = min(best_val, row["val_loss"])
+                save_checkpoint(ckpt_path, checkpoint(done))
+                if improved:
+                    save_checkpoint(out / "best.pt", checkpoint(done))
+                write_history(out, history)
+            bar.update(done, message, force=evaluating)
     except KeyboardInterrupt:
         if d.master and d.world == 1 and completed > start:
             bar.close()
