@@ -104,7 +104,6 @@ def test_pretokenize_writes_bos_separated_uint16_shards(story_data):
     assert val.max() < VOCAB
 
 
-
 def test_training_batches_are_a_function_of_the_step(tmp_path):
     """Sample i of the stream is chunk perm_e[i % n] of epoch e = i // n, whatever else was read
     before: a batch that spans two epochs, and the same batches read again out of order."""

@@ -519,7 +519,9 @@ static void matmul_rows(float* out, const float* x, const float* w, int n, int b
     int b = 0;
     for (; b + 4 <= blocks; b += 4)
         blocks_times_x(out + begin + 4 * b, x, first + (size_t)4 * b * n, n, 4);
-    const float* rest = first + (size_t)4 * b * n; /* 0 to 3 blocks left */
+    /* 0 to 3 blocks left, each count spelled out: k must be a constant for the sums to stay in
+     * registers */
+    const float* rest = first + (size_t)4 * b * n;
     if (blocks - b == 3) blocks_times_x(out + begin + 4 * b, x, rest, n, 3);
     if (blocks - b == 2) blocks_times_x(out + begin + 4 * b, x, rest, n, 2);
     if (blocks - b == 1) blocks_times_x(out + begin + 4 * b, x, rest, n, 1);

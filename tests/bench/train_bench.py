@@ -99,13 +99,15 @@ def ours_steps(c, between=None) -> list[float]:
     on_step call to the next. between(), if given, runs after each step, outside the timing."""
     import numpy as np
     from llama2c.train.loop import train
-    times, mark = [], [time.perf_counter()]
+    times: list[float] = []
+    mark = time.perf_counter()
 
     def on_step(_: int) -> None:
-        times.append(time.perf_counter() - mark[0])
+        nonlocal mark
+        times.append(time.perf_counter() - mark)
         if between is not None:
             between()
-        mark[0] = time.perf_counter()
+        mark = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
         shards = Path(tmp) / "tok512"
