@@ -71,12 +71,6 @@ export class Engine {
     this.m.HEAPU8.set(chunk, this.data + offset); // HEAPU8 is re-read: memory may have grown
   }
 
-  /** A copy of `length` checkpoint bytes from `offset` (for the model cache: call it before
-   *  load(), which rearranges fp32 weights in place for the engine's kernel). */
-  read(offset, length) {
-    return this.m.HEAPU8.slice(this.data + offset, this.data + offset + length);
-  }
-
   /** Validates the checkpoint written so far without loading it. Throws with the engine's
    *  message for a truncated or corrupt checkpoint. */
   check() {
