@@ -28,7 +28,7 @@ SMALL = ["--dim", "32", "--n_layers", "1", "--n_heads", "2", "--n_kv_heads", "1"
          "--max_seq_len", "32", "--batch_size", "8", "--learning_rate", "3e-3", "--warmup_iters", "2",
          "--max_iters", str(STEPS), "--lr_decay_iters", str(STEPS), "--eval_interval", "8",
          "--eval_iters", "2", "--log_interval", "1", "--gradient_accumulation_steps", "2",
-         "--vocab_size", str(VOCAB), "--quiet"]
+         "--vocab_size", str(VOCAB), "--compile", "false", "--quiet"]  # DDP, not torch.compile
 
 
 def command(processes: int, data: Path, out: Path) -> list[str]:

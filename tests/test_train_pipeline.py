@@ -161,6 +161,23 @@ def test_tiny_preset_learns_the_story_grammar(trained_tiny):
 
 # -- export ------------------------------------------------------------------------------------------------
 
+def test_without_a_compiler_training_runs_eager_and_says_so(trained_tiny, tmp_path):
+    """torch.compile is the default (the learning test above trains with it); where it cannot
+    work, here a C++ compiler that does not exist and an empty kernel cache, training still runs."""
+    from train_fixtures import TINY_ARGS, train_env
+    env = train_env(CXX=str(tmp_path / "no-such-g++"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "k"))
+    args = dict(zip(TINY_ARGS[::2], TINY_ARGS[1::2]))
+    args.update({"--max_iters": "4", "--lr_decay_iters": "4", "--eval_interval": "4",
+                 "--eval_iters": "1"})
+    proc = ok(llama2c("train", *[x for kv in args.items() for x in kv], "--data", trained_tiny.data,
+                      "--out", tmp_path / "out", "--quiet", env=env))
+    out = proc.stdout.decode() + proc.stderr.decode()
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "training without torch.compile" in warnings[0], out
+    assert "no-such-g++" in warnings[0], warnings
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=False)["iter_num"] == 4
+
+
 def test_round_trip_prints_a_story(trained_tiny):
     proc = ok(llama2c("run", trained_tiny.model, "-z", trained_tiny.tokenizer, "-s", "7", "-n", "80"))
     assert proc.stdout.startswith(b"Once upon a time") and proc.stdout.endswith(b"\n")
@@ -310,6 +327,7 @@ def test_failed_checkpoint_write_keeps_the_last_checkpoint(trained_tiny, tmp_pat
     saved, best = (out / "ckpt.pt").read_bytes(), (out / "best.pt").read_bytes()
     from train_fixtures import TINY_ARGS, train_env
     args = [a if a != "120" else "160" for a in TINY_ARGS]  # resume at 120, next save at 160
+    args += ["--compile", "false"]  # the file size limit is for the checkpoint, not compile's cache
     proc = subprocess.run([sys.executable, "-m", "llama2c", "train", *args, "--data",
                            str(trained_tiny.data), "--out", str(out), "--quiet"], env=train_env(),
                           capture_output=True, preexec_fn=limit_file_size(len(saved) // 2))

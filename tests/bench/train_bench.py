@@ -6,20 +6,21 @@ For the 260K and tiny presets' shapes, each run is a fresh process (so peak memo
 training WARMUP + STEPS steps on random tokens:
 
     ours     llama2c.train.loop.train(): the real loop (data stream, AdamW, clipping, schedule)
-             over pretokenized shards written for the run
+             over pretokenized shards written for the run, as `llama2c train` runs it: with
+             torch.compile (its one-off compile time is in the warm-up time, shown apart, with
+             the loop's set-up)
     plain    the same Transformer and batch in the plainest eager loop: forward, loss, backward,
              AdamW step (no clipping, no data pipeline)
+    eager    ours with `--compile false`
     naive    plain, with attention written out as matmul + mask + softmax instead of PyTorch's
              scaled_dot_product_attention kernel (what the attention kernel buys)
-    compiled ours with `compile=True` (torch.compile; its one-off compile time is in the
-             warm-up time, shown apart, with the loop's set-up)
     paired   ours and plain in one process, one step of each in turn (ours / plain, interleaved):
              the ratio that a burst of other work on a shared machine moves least
 
 A run's speed is tokens per step over its median step time after WARMUP steps: the median, not
 the mean, because other work on a shared machine stalls single steps for up to seconds (in one
-tiny run here the mean step was 10x the median: 679 vs 67 ms). Runs alternate (ours, plain, naive,
-compiled, paired, ours, ...) so the load falls on all of them; ratios are medians of the
+tiny run here the mean step was 10x the median: 679 vs 67 ms). Runs alternate (ours, plain, eager,
+naive, paired, ours, ...) so the load falls on all of them; ratios are medians of the
 per-round ratios. FLOP/s counts 6 per parameter per token plus attention
 (Transformer.flops_per_token, llama2.c's estimate) and is shown as a share of this machine's fp32
 matmul peak, measured in the same run (1024 x 1024 matmuls, best of 20).
@@ -136,8 +137,8 @@ def worker(kind: str, preset: str) -> dict:
         step, plain_times = plain_step(c), []
         step_times = ours_steps(c, lambda: plain_times.append(step()))
         result["plain_per_s"] = tokens_per_step / statistics.median(plain_times[WARMUP:])
-    elif kind in ("ours", "compiled"):
-        c.compile = kind == "compiled"
+    elif kind in ("ours", "eager"):
+        c.compile = kind == "ours"
         step_times = ours_steps(c)
     else:
         step = plain_step(c, naive=kind == "naive")
@@ -184,12 +185,13 @@ def table(runs: int = 3) -> list[str]:
              f"steps of 4096 tokens after {WARMUP} warm-up steps; median of {runs} alternating "
              f"rounds. Matmul peak measured now: {peak / 1e9:.1f} GFLOP/s.",
              "",
-             "| preset (batch x seq) | ours tok/s | plain tok/s | ours / plain | ours / plain, "
-             "interleaved | naive-attention tok/s | ours / naive | compiled tok/s (warm-up s) | "
-             "compiled / plain | ours GFLOP/s | share of matmul peak | peak RSS ours / plain MB |",
+             "| preset (batch x seq) | ours tok/s (warm-up s) | plain tok/s | ours / plain | "
+             "ours / plain, interleaved | ours eager tok/s | eager / plain | naive-attention "
+             "tok/s | plain / naive | ours GFLOP/s | share of matmul peak | peak RSS ours / plain "
+             "MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for preset, shape in SHAPES.items():
-        results: dict[str, list[dict]] = {"ours": [], "plain": [], "naive": [], "compiled": [],
+        results: dict[str, list[dict]] = {"ours": [], "plain": [], "eager": [], "naive": [],
                                           "paired": []}
         for _ in range(runs):
             for kind in results:
@@ -200,11 +202,11 @@ def table(runs: int = 3) -> list[str]:
                                         for r in results["paired"])
         flops = rate["ours"] * results["ours"][0]["flops_per_token"]
         lines.append(f"| {preset} ({shape['batch_size']} x {shape['max_seq_len']}) | "
-                     f"{rate['ours']:,.0f} | {rate['plain']:,.0f} | "
-                     f"{ratio(results, 'ours', 'plain'):.2f} | {interleaved:.2f} | "
-                     f"{rate['naive']:,.0f} | {ratio(results, 'ours', 'naive'):.2f} | "
-                     f"{rate['compiled']:,.0f} ({median(results, 'compiled', 'warmup_s'):.0f}) | "
-                     f"{ratio(results, 'compiled', 'plain'):.2f} | {flops / 1e9:.2f} | "
+                     f"{rate['ours']:,.0f} ({median(results, 'ours', 'warmup_s'):.0f}) | "
+                     f"{rate['plain']:,.0f} | {ratio(results, 'ours', 'plain'):.2f} | "
+                     f"{interleaved:.2f} | {rate['eager']:,.0f} | "
+                     f"{ratio(results, 'eager', 'plain'):.2f} | {rate['naive']:,.0f} | "
+                     f"{ratio(results, 'plain', 'naive'):.2f} | {flops / 1e9:.2f} | "
                      f"{flops / peak:.0%} | {median(results, 'ours', 'peak_mb'):.0f} / "
                      f"{median(results, 'plain', 'peak_mb'):.0f} |")
     return lines
