@@ -10,8 +10,9 @@
 #define Q8_RELAXED 1
 #include "q8.h"
 
-__attribute__((export_name("rows"))) void rows(float* out, const int8_t* xq, const float* xs,
+__attribute__((export_name("rows"))) void rows(float* out, const int8_t* xq,
+                                               const unsigned char* prepared, const float* xs,
                                                const int8_t* wq, const float* ws, int n, int gs,
                                                int begin, int end) {
-    q8_matmul_rows(out, xq, xs, wq, ws, n, gs, begin, end);
+    q8_matmul_rows(out, xq, prepared, xs, wq, ws, n, gs, begin, end);
 }

@@ -7,7 +7,8 @@
 // here: this always runs in a worker, and the module is 4 KB. After that a call costs one
 // WebAssembly -> JavaScript -> WebAssembly hop per block of rows (about 43 a token on one thread).
 mergeInto(LibraryManager.library, {
-  l2c_relaxed_rows: function (module, moduleSize, out, xq, xs, wq, ws, n, gs, begin, end) {
+  l2c_relaxed_rows: function (module, moduleSize, out, xq, prepared, xs, wq, ws, n, gs, begin,
+    end) {
     var rows = Module['l2cRelaxedRows'];
     if (!rows) {
       var bytes = HEAPU8.slice(module, module + moduleSize); // a copy: not a shared buffer
@@ -15,6 +16,6 @@ mergeInto(LibraryManager.library, {
         { env: { memory: wasmMemory } });
       rows = Module['l2cRelaxedRows'] = instance.exports['rows'];
     }
-    rows(out, xq, xs, wq, ws, n, gs, begin, end);
+    rows(out, xq, prepared, xs, wq, ws, n, gs, begin, end);
   },
 });

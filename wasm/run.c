@@ -323,9 +323,13 @@ static void map_weights(Weights* w, const Layout* l, const unsigned char* data,
  * 3. The run state: activations for one position, and the KV cache for all of them.
  */
 
+/* The int8 matmul kernel (runq.c's arithmetic, SIMD integer dot products): section 4. */
+#include "q8.h"
+
 typedef struct {
     int8_t* q; /* (n,) int8 values */
     float* s;  /* (n / group_size,) scales */
+    unsigned char* prepared; /* (n / 16 * Q8_PREPARED_BYTES,) q, as the kernel in use loads it */
 } QuantizedVector;
 
 typedef struct {
@@ -354,7 +358,7 @@ typedef struct {
 
 static void free_state(RunState* s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->xq.q);
-    free(s->xq.s); free(s->q); free(s->att); free(s->logits); free(s->key_cache);
+    free(s->xq.s); free(s->xq.prepared); free(s->q); free(s->att); free(s->logits); free(s->key_cache);
     free(s->value_cache);
     memset(s, 0, sizeof(*s));
 }
@@ -398,12 +402,13 @@ static int alloc_state(RunState* s, const Layout* l) {
     int int8 = l->format == FORMAT_INT8;
     s->xq.q = int8 ? calloc(widest, sizeof(int8_t)) : NULL;
     s->xq.s = int8 ? calloc(widest / l->group_size, sizeof(float)) : NULL;
+    s->xq.prepared = int8 ? calloc(widest / 16 + 1, Q8_PREPARED_BYTES) : NULL;
     s->q = calloc(c->dim, sizeof(float));
     s->att = calloc(att, sizeof(float));
     s->logits = calloc(c->vocab_size, sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || (int8 && (!s->xq.q || !s->xq.s)) ||
+    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || (int8 && (!s->xq.q || !s->xq.s || !s->xq.prepared)) ||
         !s->q || !s->att || !s->logits || !s->key_cache || !s->value_cache) {
         free_state(s);
         return fail(L2C_ERR_NOMEM, "out of memory: the KV cache alone needs %.1f MB", cache_mb);
@@ -561,8 +566,7 @@ static void quantize(QuantizedVector* out, const float* x, int n, int group_size
     }
 }
 
-/* The int8 matmul itself (runq.c's arithmetic, SIMD integer dot products): wasm/q8.h. */
-#include "q8.h"
+/* The int8 matmul itself (runq.c's arithmetic, SIMD integer dot products) is wasm/q8.h. */
 
 /*
  * In the browser a second build of the same kernel may take over: wasm/relaxed.c, built by clang
@@ -572,8 +576,8 @@ static void quantize(QuantizedVector* out, const float* x, int n, int group_size
  */
 #ifdef __EMSCRIPTEN__
 extern void l2c_relaxed_rows(const unsigned char* module, int module_size, float* out,
-                             const int8_t* xq, const float* xs, const int8_t* wq, const float* ws,
-                             int n, int gs, int begin, int end);
+                             const int8_t* xq, const unsigned char* prepared, const float* xs,
+                             const int8_t* wq, const float* ws, int n, int gs, int begin, int end);
 static const unsigned char* g_relaxed_module; /* the module's bytes, or NULL: q8.h's kernel */
 static int g_relaxed_size;
 #endif
@@ -583,12 +587,23 @@ static void matmul_rows_q8(float* out, const QuantizedVector* x, const Matrix* w
                            int group_size, int begin, int end) {
 #ifdef __EMSCRIPTEN__
     if (g_relaxed_module) {
-        l2c_relaxed_rows(g_relaxed_module, g_relaxed_size, out, x->q, x->s, w->q, w->s, n,
-                         group_size, begin, end);
+        l2c_relaxed_rows(g_relaxed_module, g_relaxed_size, out, x->q, x->prepared, x->s, w->q,
+                         w->s, n, group_size, begin, end);
         return;
     }
 #endif
-    q8_matmul_rows(out, x->q, x->s, w->q, w->s, n, group_size, begin, end);
+    q8_matmul_rows(out, x->q, x->prepared, x->s, w->q, w->s, n, group_size, begin, end);
+}
+
+/* x->prepared from x->q (n values), in the layout of the kernel in use. */
+static void prepare_q8_input(QuantizedVector* x, int n) {
+#ifdef __EMSCRIPTEN__
+    if (g_relaxed_module) {
+        q8_prepare_relaxed(x->prepared, x->q, n);
+        return;
+    }
+#endif
+    q8_prepare_input(x->prepared, x->q, n);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -834,6 +849,7 @@ static void matmul_job(void* arg) {
 static void run_matmuls(Engine* e, MatmulJob* job) {
     if (e->layout.format == FORMAT_INT8) {
         quantize(&e->state.xq, job->x, job->n, e->layout.group_size);
+        prepare_q8_input(&e->state.xq, job->n);
         job->xq = &e->state.xq;
         job->group_size = e->layout.group_size;
     }
@@ -1245,9 +1261,12 @@ L2C_API int l2c_q8_matmul(float* out, const int8_t* xq, const float* xs, const i
     if (!out || !xq || !xs || !wq || !ws || n <= 0 || d <= 0 || gs <= 0 || n % gs) {
         return fail(L2C_ERR_ARGUMENT, "l2c_q8_matmul: bad arguments");
     }
-    QuantizedVector x = {(int8_t*)xq, (float*)xs};
+    QuantizedVector x = {(int8_t*)xq, (float*)xs, calloc(n / 16 + 1, Q8_PREPARED_BYTES)};
+    if (!x.prepared) return fail(L2C_ERR_NOMEM, "l2c_q8_matmul: out of memory");
+    prepare_q8_input(&x, n);
     Matrix w = {NULL, wq, ws};
     matmul_rows_q8(out, &x, &w, n, gs, 0, d);
+    free(x.prepared);
     return L2C_OK;
 }
 
@@ -1272,6 +1291,7 @@ L2C_API int l2c_use_relaxed_kernel(const unsigned char* module, int size) {
     if (!module || size <= 0) return 0;
     enum { N = 96, D = 7 };
     int8_t xq[N], wq[D * N];
+    unsigned char prepared[N / 16 * Q8_PREPARED_BYTES], relaxed[N / 16 * Q8_PREPARED_BYTES];
     float xs[N], ws[D * N], want[D], got[D];
     uint32_t seed = 2463534242u;
     for (int pattern = 0; pattern < 4; pattern++) {
@@ -1285,10 +1305,12 @@ L2C_API int l2c_use_relaxed_kernel(const unsigned char* module, int size) {
                 xs[i] = (float)(seed >> 16) / 65536.0f + 0.01f;
             }
         }
+        q8_prepare_input(prepared, xq, N); /* each kernel's own layout */
+        q8_prepare_relaxed(relaxed, xq, N);
         int group_sizes[3] = {32, 4, 6};
         for (int k = 0; k < 3; k++) {
-            q8_matmul_rows(want, xq, xs, wq, ws, N, group_sizes[k], 0, D);
-            l2c_relaxed_rows(module, size, got, xq, xs, wq, ws, N, group_sizes[k], 0, D);
+            q8_matmul_rows(want, xq, prepared, xs, wq, ws, N, group_sizes[k], 0, D);
+            l2c_relaxed_rows(module, size, got, xq, relaxed, xs, wq, ws, N, group_sizes[k], 0, D);
             if (memcmp(want, got, sizeof(want)) != 0) return 0;
         }
     }

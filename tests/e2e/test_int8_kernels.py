@@ -141,3 +141,20 @@ def test_feature_detection_falls_back_without_relaxed_simd(page, dev_server, tes
       }
     }""")
     assert result == [["relaxed SIMD", ""], ["SIMD128", "this browser has no relaxed SIMD"]]
+
+
+def test_the_relaxed_kernel_never_touches_a_stack():
+    """The relaxed module has no stack of its own, and must never need one: it shares the engine's
+    memory, where wasm-ld's stack pointer for it (64 KB) lies inside the engine's own data, and every
+    engine thread runs it at once. An array on its stack would overwrite the engine and race (the
+    prepared input lives in engine memory for this reason: run.c allocates it)."""
+    import subprocess
+
+    from .pageutil import SITE
+    modules = sorted((SITE / "engine").glob("*-relaxed.wasm"))
+    assert len(modules) == 2, modules  # the single-thread engine's and the threaded one's
+    for module in modules:
+        text = subprocess.run(["wasm-dis", str(module)], capture_output=True, text=True,
+                              check=True).stdout
+        assert "dot_i8x16_i7x16" in text, module  # the kernel (binaryen 108 spells it its way)
+        assert "__stack_pointer)" not in text.replace("(global $__stack_pointer", ""), module
