@@ -403,13 +403,34 @@ def build_wheel(c) -> Path:
 def py_compile(c, wheel: Path) -> Path:
     """Replaces `wheel`'s .py files with .pyc for Pyodide's Python 3.12 (`pyodide py-compile`,
     Pyodide's own tool), so the browser does not compile them at every start. Without a Python
-    3.12 (`invoke setup` warned), the wheel stays as it is."""
+    3.12 (`invoke setup` warned), the wheel stays as it is.
+
+    The same sources give the same bytes: SOURCE_DATE_EPOCH makes the .pyc files hash-based (not
+    stamped with the time of the build), and the entries' dates are fixed. A rebuilt site then
+    keeps its wheels' sha256, which name the page's offline copy and Python snapshot."""
     py312 = python312()
     if py312:
         c.run(f"cd {wheel.parent} && {Path(py312).parent / 'pyodide'} py-compile {wheel.name}",
-              hide="out")
+              hide="out", env={"SOURCE_DATE_EPOCH": "315532800"})  # 1980-01-01, zip's first day
     # py-compile replaces the wheel; a pure one's tag becomes cp312 (llama2c-...-cp312-none-any)
-    return next(wheel.parent.glob(f"{wheel.name.split('-')[0]}-*.whl"))
+    compiled = next(wheel.parent.glob(f"{wheel.name.split('-')[0]}-*.whl"))
+    undate_zip(compiled)
+    return compiled
+
+
+def undate_zip(path: Path) -> None:
+    """Rewrites the zip at `path` with every entry dated 1980-01-01 (its order and compression
+    kept): py-compile dates the entries it writes with the time of the build."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as source:
+        entries = [(info, source.read(info)) for info in source.infolist()]
+    temporary = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(temporary, "w") as target:
+        for info, data in entries:
+            info.date_time = (1980, 1, 1, 0, 0, 0)
+            target.writestr(info, data, compress_type=info.compress_type)
+    temporary.replace(path)
 
 
 def build_numpy(c) -> Path:

@@ -104,3 +104,30 @@ def test_setup_without_network_or_mirror_says_what_to_do(newcomer, tmp_path):
     assert "numpy-2.0.2" in errors[0] and "LLAMA2C_MIRROR" in errors[0], errors[0]
     # It recovers when the mirror is back: nothing was left half-written.
     assert person.run("invoke setup").returncode == 0
+
+
+def test_compiled_wheels_are_the_same_bytes_every_build(tmp_path):
+    """`invoke build` byte-compiles the wheels it ships (tasks.py_compile); two builds of the same
+    wheel, seconds apart, must give the same bytes: their sha256 names the page's offline copy
+    and Python snapshot, which a rebuilt but unchanged site must not throw away."""
+    import hashlib
+    import time
+
+    import invoke
+
+    sys.path.insert(0, str(ROOT))
+    import tasks
+
+    source = ROOT / ".cache" / "pyodide-wheels" / tasks.PYODIDE_WHEELS["numpy"][0]
+    assert source.exists(), "run `invoke setup` first"
+    assert tasks.python312(), "no Python 3.12: the wheels ship uncompiled (invoke setup warned)"
+    digests = []
+    for build in ("a", "b"):
+        (tmp_path / build).mkdir()
+        shutil.copy(source, tmp_path / build / source.name)
+        context = invoke.Context(invoke.Config(overrides={"run": {"in_stream": False}}))
+        compiled = tasks.py_compile(context, tmp_path / build / source.name)
+        assert compiled.read_bytes() != source.read_bytes()  # it did compile
+        digests.append(hashlib.sha256(compiled.read_bytes()).hexdigest())
+        time.sleep(1.1)  # zip dates have a resolution of 2 s, pyc timestamps of 1 s
+    assert digests[0] == digests[1]
