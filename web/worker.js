@@ -38,6 +38,7 @@ const ENGINE_URLS = {
 };
 const MODEL_CACHE = 'llama2c-models-v1'; // Cache Storage: downloaded models and tokenizers
 const RUNTIME_CACHE = 'llama2c-runtime-v1'; // Cache Storage: Python's memory right after it booted
+const PACKAGES = ['numpy', 'llama2c']; // the wheels Python gets (pyodide-lock.json names them)
 
 let pyodide = null; // the Python runtime
 let engineModule = null; // the WebAssembly module; each model is an Engine on it
@@ -79,8 +80,7 @@ function runtimeFiles(lock) {
     new URL('pyodide.asm.wasm', PYODIDE_URL),
     new URL('pyodide.asm.js', PYODIDE_URL),
     new URL('python_stdlib.zip', PYODIDE_URL),
-    new URL(lock.packages.numpy.file_name, PYODIDE_URL),
-    new URL(lock.packages.llama2c.file_name, PYODIDE_URL),
+    ...PACKAGES.map((name) => new URL(lock.packages[name].file_name, PYODIDE_URL)),
     new URL(engine.replace(/\.mjs$/, '.wasm')),
   ].map(String);
 }
@@ -167,10 +167,10 @@ async function startRuntime(wheels, options, save = null) {
 /** Starts downloading the wheels of numpy and llama2c (while Pyodide boots): a Promise of each
  *  one's bytes, checked against the sha256 in pyodide-lock.json. */
 function fetchWheels(lock) {
-  const wheels = ['numpy', 'llama2c'].map(async (name) => {
+  const wheels = PACKAGES.map(async (name) => {
     const url = new URL(lock.packages[name].file_name, PYODIDE_URL);
-    const hex = lock.packages[name].sha256;
-    const integrity = `sha256-${btoa(String.fromCharCode(...hex.match(/../g).map((h) => parseInt(h, 16))))}`;
+    const digest = lock.packages[name].sha256.match(/../g).map((hex) => parseInt(hex, 16));
+    const integrity = `sha256-${btoa(String.fromCharCode(...digest))}`;
     let response;
     try {
       response = await fetch(url, { integrity });
@@ -196,7 +196,7 @@ function fetchWheels(lock) {
 
 /** This runtime's snapshot key: Pyodide's version and the packages the worker loads. */
 function snapshotKey(lock) {
-  const sums = ['numpy', 'llama2c'].map((name) => lock.packages[name].sha256.slice(0, 16));
+  const sums = PACKAGES.map((name) => lock.packages[name].sha256.slice(0, 16));
   return new URL(`snapshot-${lock.info.version}-${sums.join('-')}.bin`, PYODIDE_URL).href;
 }
 
@@ -269,8 +269,8 @@ function engineLabel(threads, format = 'fp32') {
 /**
  * Streams a URL or a local File into `sink(offset, chunk)` after `begin(size)`, with progress.
  * URLs go through Cache Storage: a second visit reads the model without downloading it. Returns
- * {bytes, cache, stored}: `stored`, for a download, is a Promise of the cache state the page
- * shows ('stored', or why not: when the storage quota is exceeded the bytes still arrive).
+ * {bytes, cache}: `cache` is a Promise of the cache state the page shows ('cached', 'stored', or
+ * why not: when the storage quota is exceeded the bytes still arrive).
  */
 async function download(source, what, client, begin, sink, limit = Infinity) {
   let response;
@@ -329,17 +329,19 @@ async function download(source, what, client, begin, sink, limit = Infinity) {
       post({ type: 'progress', client, what, loaded, total, cached: cache === 'cached' });
       if (writer) await writer.push(value);
     }
-    if (direct && loaded !== total) {
-      throw new Error(`could not download the ${what} from ${where}: the download ended early ` +
-        `(${loaded} of ${total} bytes)`);
-    }
   } catch (e) {
     reader.cancel().catch(() => {});
     if (writer) writer.fail(e); // nothing is kept of a download that failed
-    if (e instanceof EngineError || /^could not download/.test(e.message)) throw e;
+    if (e instanceof EngineError) throw e; // too large, or longer than announced
     // A connection cut short: say which download failed, not a bare "network error".
     throw new Error(`could not download the ${what} from ${where}: ${e.message} ` +
       `(after ${loaded} of ${total || 'an unknown number of'} bytes)`);
+  }
+  if (direct && loaded !== total) {
+    const e = new Error(`could not download the ${what} from ${where}: the download ended ` +
+      `early (${loaded} of ${total} bytes)`);
+    if (writer) writer.fail(e);
+    throw e;
   }
   if (writer) writer.end();
   if (!direct) {
@@ -350,7 +352,7 @@ async function download(source, what, client, begin, sink, limit = Infinity) {
       offset += chunk.length;
     }
   }
-  return { bytes: loaded, cache, stored: writer ? writer.stored : Promise.resolve(cache) };
+  return { bytes: loaded, cache: writer ? writer.stored : Promise.resolve(cache) };
 }
 
 /**
@@ -444,7 +446,7 @@ async function createModel(client, modelSource, tokenizerSource) {
         engine.allocate(size);
         return true;
       }, (offset, chunk) => engine.write(offset, chunk), engine.maxBytes()));
-    writes.push(model.stored);
+    writes.push(model.cache);
     engine.check(); // throws the engine's message for a truncated or corrupt checkpoint
     let tokenizerBytes = null;
     const tokenizer = await download(tokenizerSource, 'tokenizer', client, (size) => {
@@ -452,7 +454,7 @@ async function createModel(client, modelSource, tokenizerSource) {
       tokenizerBytes = new Uint8Array(size);
       return true;
     }, (offset, chunk) => tokenizerBytes.set(chunk, offset), engine.maxBytes());
-    writes.push(tokenizer.stored);
+    writes.push(tokenizer.cache);
     const rope = await timed('engine load', () => {
       engine.load();
       return engine.useRopeTable();
@@ -475,7 +477,7 @@ async function createModel(client, modelSource, tokenizerSource) {
       session,
       info: {
         bytes: model.bytes,
-        cache: await model.stored, // long written by now
+        cache: await model.cache, // long written by now
         engine: `${engineLabel(threads, config.format)}; ${rope}`,
         config: { ...config, format: config.format === 'int8'
           ? `int8 (Q8_0, groups of ${config.group_size})` : 'fp32' },
