@@ -46,6 +46,9 @@ static inline float q8_load_float(const float* p) {
  */
 #define Q8_PREPARED_BYTES 32
 
+/* Whether groups of gs values take the wide kernel, the one that reads the prepared input. */
+static inline int q8_wide(int gs) { return gs % 16 == 0; }
+
 #if defined(__wasm_simd128__)
 #include <wasm_simd128.h>
 /*
@@ -312,13 +315,13 @@ static void q8_rows_quads(float* out, const int8_t* xq, const float* xs, const i
 /*
  * W (d, n) int8 @ x (n,) int8 -> out (d,), rows [begin, end). wq: the matrix's int8 values,
  * row-major; ws: its scales, one per gs values, row-major (may be unaligned); xq, xs: the input
- * quantized with the same group size; prepared: q8_prepare_input(xq) when gs is a multiple of 16
- * (else unread). n is a multiple of gs.
+ * quantized with the same group size; prepared: q8_prepare_input(xq) when q8_wide(gs) (else
+ * unread). n is a multiple of gs.
  */
 static inline void q8_matmul_rows(float* out, const int8_t* xq, const unsigned char* prepared,
                                   const float* xs, const int8_t* wq, const float* ws, int n, int gs,
                                   int begin, int end) {
-    if (gs % 16 == 0) q8_rows_wide(out, xq, prepared, xs, wq, ws, n, gs, begin, end);
+    if (q8_wide(gs)) q8_rows_wide(out, xq, prepared, xs, wq, ws, n, gs, begin, end);
     else if (gs % 4 == 0) q8_rows_quads(out, xq, xs, wq, ws, n, gs, begin, end);
     else q8_rows_one_by_one(out, xq, xs, wq, ws, n, gs, begin, end);
 }

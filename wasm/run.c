@@ -358,8 +358,8 @@ typedef struct {
 
 static void free_state(RunState* s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->xq.q);
-    free(s->xq.s); free(s->xq.prepared); free(s->q); free(s->att); free(s->logits); free(s->key_cache);
-    free(s->value_cache);
+    free(s->xq.s); free(s->xq.prepared); free(s->q); free(s->att); free(s->logits);
+    free(s->key_cache); free(s->value_cache);
     memset(s, 0, sizeof(*s));
 }
 
@@ -408,8 +408,9 @@ static int alloc_state(RunState* s, const Layout* l) {
     s->logits = calloc(c->vocab_size, sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || (int8 && (!s->xq.q || !s->xq.s || !s->xq.prepared)) ||
-        !s->q || !s->att || !s->logits || !s->key_cache || !s->value_cache) {
+    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 ||
+        (int8 && (!s->xq.q || !s->xq.s || !s->xq.prepared)) || !s->q || !s->att || !s->logits ||
+        !s->key_cache || !s->value_cache) {
         free_state(s);
         return fail(L2C_ERR_NOMEM, "out of memory: the KV cache alone needs %.1f MB", cache_mb);
     }
@@ -595,8 +596,9 @@ static void matmul_rows_q8(float* out, const QuantizedVector* x, const Matrix* w
     q8_matmul_rows(out, x->q, x->prepared, x->s, w->q, w->s, n, group_size, begin, end);
 }
 
-/* x->prepared from x->q (n values), in the layout of the kernel in use. */
-static void prepare_q8_input(QuantizedVector* x, int n) {
+/* x->prepared from x->q (n values), in the layout of the kernel in use, when it reads it. */
+static void prepare_q8_input(QuantizedVector* x, int n, int group_size) {
+    if (!q8_wide(group_size)) return;
 #ifdef __EMSCRIPTEN__
     if (g_relaxed_module) {
         q8_prepare_relaxed(x->prepared, x->q, n);
@@ -849,7 +851,7 @@ static void matmul_job(void* arg) {
 static void run_matmuls(Engine* e, MatmulJob* job) {
     if (e->layout.format == FORMAT_INT8) {
         quantize(&e->state.xq, job->x, job->n, e->layout.group_size);
-        prepare_q8_input(&e->state.xq, job->n);
+        prepare_q8_input(&e->state.xq, job->n, e->layout.group_size);
         job->xq = &e->state.xq;
         job->group_size = e->layout.group_size;
     }
@@ -1263,7 +1265,7 @@ L2C_API int l2c_q8_matmul(float* out, const int8_t* xq, const float* xs, const i
     }
     QuantizedVector x = {(int8_t*)xq, (float*)xs, calloc(n / 16 + 1, Q8_PREPARED_BYTES)};
     if (!x.prepared) return fail(L2C_ERR_NOMEM, "l2c_q8_matmul: out of memory");
-    prepare_q8_input(&x, n);
+    prepare_q8_input(&x, n, gs);
     Matrix w = {NULL, wq, ws};
     matmul_rows_q8(out, &x, &w, n, gs, 0, d);
     free(x.prepared);
