@@ -439,11 +439,15 @@ def build_numpy(c) -> Path:
     from .pyc (six paired rounds in Chromium's worker), on every visit."""
     filename, _ = PYODIDE_WHEELS["numpy"]
     source = CACHE / "pyodide-wheels" / filename
-    compiled = CACHE / "numpy-pyc" / filename
-    if newer(compiled, source):
-        compiled.parent.mkdir(parents=True, exist_ok=True)
+    out = CACHE / "numpy-pyc"
+    compiled = out / filename
+    stamp = out / "built"  # after py-compile: a copy it did not finish is compiled again
+    if newer(stamp, source):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
         shutil.copy2(source, compiled)
         py_compile(c, compiled)
+        stamp.touch()
     return compiled
 
 
