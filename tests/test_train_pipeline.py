@@ -159,8 +159,6 @@ def test_tiny_preset_learns_the_story_grammar(trained_tiny):
     assert storygrammar.STORY_SHAPE_RE.fullmatch(first), story
 
 
-# -- export ------------------------------------------------------------------------------------------------
-
 def test_without_a_compiler_training_runs_eager_and_says_so(trained_tiny, tmp_path):
     """torch.compile is the default (the learning test above trains with it); where it cannot
     work, here a C++ compiler that does not exist and an empty kernel cache, training still runs."""
@@ -177,6 +175,8 @@ def test_without_a_compiler_training_runs_eager_and_says_so(trained_tiny, tmp_pa
     assert "no-such-g++" in warnings[0], warnings
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=False)["iter_num"] == 4
 
+
+# -- export ------------------------------------------------------------------------------------------------
 
 def test_round_trip_prints_a_story(trained_tiny):
     proc = ok(llama2c("run", trained_tiny.model, "-z", trained_tiny.tokenizer, "-s", "7", "-n", "80"))
