@@ -124,7 +124,10 @@ def write_cases(path: Path, cases) -> None:
             f.write(logits.astype("<f4").tobytes())
 
 
-def test_sampling_matches_c(sampler_ref, tmp_path):
+@pytest.mark.parametrize("engine", [None, native], ids=["numpy", "engine"])
+def test_sampling_matches_c(sampler_ref, tmp_path, engine):
+    """Every path of the sampler against llama2.c's: numpy alone, and with the engine's draw and
+    argmax (wasm/run.c l2c_nucleus, l2c_choose, l2c_argmax), which the page and the CLI take."""
     cases = make_cases(2024)
     path = tmp_path / "cases.bin"
     write_cases(path, cases)
@@ -134,7 +137,7 @@ def test_sampling_matches_c(sampler_ref, tmp_path):
     modes = set()
     for (n, temperature, topp, seed, draws, logits), line in zip(cases, out):
         *ids, state = map(int, line.split())
-        s = Sampler(n, temperature, topp, seed, native.expf)
+        s = Sampler(n, temperature, topp, seed, native.expf, engine)
         before = logits.copy()
         got = [s.sample(logits) for _ in range(draws)]
         assert got == ids, (n, temperature, topp, seed)
@@ -266,3 +269,85 @@ def test_topp_threshold_heads_hold_more_than_topp():
             head = probs[probs >= threshold]
             assert head.astype(np.float64).sum() > topp
             assert len(head) < len(probs)  # a head, not everything
+
+
+# -- the engine's share of the sampler: bit for bit with the numpy path ----------------------------
+
+
+def numpy_nucleus(logits: np.ndarray, temperature: float, topp: float):
+    """sampler.nucleus on softmax(logits / temperature), as Sampler.sample's numpy path makes it."""
+    scaled = logits if temperature == 1.0 else np.divide(logits, np.float32(temperature))
+    indices, exps, total = sm.softmax_terms(scaled.astype(np.float32), native.expf, {})
+    return sm.nucleus(exps / total, np.float32(topp), indices, len(logits))
+
+
+def nucleus_cases():
+    """make_cases' top-p cases, and logit sets chosen to find the corners: a peaked 32000 (a
+    nucleus of a few dozen), flat (most of the vocabulary), ties at the nucleus's edge, the largest
+    logit first and last, one huge outlier, a tiny temperature."""
+    rng = np.random.default_rng(11)
+    cases = [(logits, t, p) for n, t, p, _, _, logits in make_cases(5) if t > 0 and 0 < p < 1]
+    for std in (0.05, 0.5, 5.0, 40.0):
+        cases.append(((rng.standard_normal(32000) * std).astype(np.float32), 1.0, 0.9))
+    ties = np.round(rng.standard_normal(32000) * 3).astype(np.float32)
+    cases += [(ties, 1.0, p) for p in (0.3, 0.9, 0.99)]
+    first, last = rng.standard_normal(4096).astype(np.float32), rng.standard_normal(4096)
+    first[0], last[-1] = 20, 20
+    cases += [(first, 1.0, 0.9), (last.astype(np.float32), 0.7, 0.9)]
+    outlier = rng.standard_normal(512).astype(np.float32)
+    outlier[100] = 1e30
+    cases += [(outlier, 1.0, 0.9), (rng.standard_normal(512).astype(np.float32), 1e-3, 0.9)]
+    cases.append((np.full(64, -3.5, np.float32), 1.0, 1e-4))  # no token reaches the cutoff
+    return cases
+
+
+def test_engine_nucleus_is_the_numpy_nucleus():
+    """l2c_nucleus's list and running sums equal sampler.nucleus's, to the bit."""
+    nucleus = native.Nucleus()
+    sizes = set()
+    for logits, temperature, topp in nucleus_cases():
+        found = nucleus(logits, float(np.float32(temperature)), float(np.float32(topp)))
+        ids, cdf = numpy_nucleus(logits, temperature, topp)
+        assert found is not None
+        assert np.array_equal(found[0], ids), (len(logits), temperature, topp)
+        assert np.array_equal(found[1].view(np.uint32), cdf.view(np.uint32))
+        sizes.add(min(len(ids), 100))
+    assert {1, 100} <= sizes and len(sizes) > 20  # lists of one token, of many, and between
+
+
+def test_engine_leaves_what_is_not_finite_to_numpy():
+    """A logit that is inf or NaN after scaling (a tiny temperature overflows): the engine
+    returns nothing and the numpy path decides, as run.c's arithmetic does."""
+    logits = np.array([1, 2, np.inf, 3], np.float32)
+    assert native.Nucleus()(logits, 1.0, 0.9) is None
+    assert native.draw(logits, 1.0, 0.9, 0.5) is None
+    assert native.Nucleus()(np.array([1e38, 0, 1], np.float32), 1e-3, 0.9) is None
+    assert native.argmax(np.array([1, np.nan, 3], np.float32)) is None
+    for values, temperature in [(logits, 1.0), (np.array([1e38, 0, 1], np.float32), 1e-3)]:
+        a = Sampler(len(values), temperature, 0.9, 5, native.expf)
+        b = Sampler(len(values), temperature, 0.9, 5, native.expf, native)
+        assert [a.sample(values) for _ in range(5)] == [b.sample(values) for _ in range(5)]
+
+
+def test_engine_choose_is_choose():
+    """l2c_choose picks what sampler.choose picks, at every coin, coins on a boundary included."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        count = int(rng.integers(1, 40))
+        probs = rng.dirichlet(np.ones(count)).astype(np.float32)
+        ids = rng.permutation(1000)[:count].astype(np.int32)
+        cdf = np.cumsum(np.sort(probs)[::-1])
+        boundary = cdf[int(rng.integers(count))] / cdf[-1]
+        for coin in (0.0, float(rng.random()), float(np.float32(boundary)), 0.99999994):
+            coin = np.float32(coin)
+            assert native.choose(ids, cdf, float(coin)) == sm.choose(ids, cdf, coin)
+
+
+def test_engine_argmax_is_the_first_argmax():
+    rng = np.random.default_rng(4)
+    for n in (1, 3, 5, 7, 8, 33, 32000):
+        logits = np.round(rng.standard_normal(n) * 2).astype(np.float32)  # ties
+        assert native.argmax(logits) == sm.sample_argmax(logits)
+    assert native.argmax(np.array([-np.inf, -np.inf], np.float32)) == 0
+    assert native.argmax(np.array([0, np.inf, 1, np.inf], np.float32)) == 1
+    assert native.argmax(np.array([-0.0, 0.0], np.float32)) == 0

@@ -308,6 +308,13 @@ def test_null_and_bad_api_arguments(asan):
                        "shared_null": "-1", "free_null": "ok"}
 
 
+def test_sampler_functions_run_clean(asan, plain):
+    """l2c_nucleus, l2c_choose and l2c_argmax on random logit sets of every size, each in buffers
+    of exactly its size: no report, and the same results as the optimised build."""
+    sanitized = assert_clean(run(asan, "--sample", 300))
+    assert sanitized == assert_clean(run(plain, "--sample", 300))
+
+
 def test_driver_includes_the_real_engine():
     assert '#include "../../wasm/run.c"' in DRIVER.read_text()
     assert (ROOT / "wasm" / "run.c").exists()

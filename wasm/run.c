@@ -1317,6 +1317,227 @@ L2C_API void l2c_expf(const float* x, float* out, int n) {
     for (int i = 0; i < n; i++) out[i] = expf(x[i]);
 }
 
+/*
+ * The sampler's vector work: run.c's top-p list, computed in one call.
+ *
+ * llama2c.sampler is the one definition of sampling; its numpy `nucleus` gives the same ids and
+ * sums as this, bit for bit (tests/test_sampler.py), and the sampler calls this (and l2c_choose)
+ * where an engine is at hand. In the page, numpy took 0.45 ms per sample of peaked
+ * stories15M-shaped logits, in about 30 calls through Pyodide (19% of each token); this takes
+ * 0.09-0.14 ms there, and the whole sample 0.17-0.23 ms.
+ *
+ * run.c: probs = softmax(logits / temperature) in float32, summed in index order; the candidates
+ * are the tokens with probs >= (1 - topp) / (n - 1), sorted by probability, descending (ties in
+ * index order); the list is read down until its running float32 sum exceeds topp.
+ *
+ * Writes that list, up to and including the token where the sum first exceeds topp (or to its
+ * end), to ids[] and its running sums to cdf[], and returns its length. With no candidate at all,
+ * the list is the most probable token (as llama2c.sampler decides). Returns 0 when a logit is not
+ * finite after scaling: numpy decides then. `negligible` and `tiny` are llama2c.sampler's
+ * NEGLIGIBLE and TINY. ids and cdf hold n values; work holds l2c_nucleus_work_size(n) bytes.
+ */
+static void sort_pairs(uint32_t* key, int32_t* id, uint32_t* tkey, int32_t* tid, int n);
+
+L2C_API size_t l2c_nucleus_work_size(int n) { return n > 0 ? (size_t)n * 28 : 0; }
+
+L2C_API int l2c_nucleus(const float* logits, int n, float temperature, float topp,
+                        float negligible, float tiny, int32_t* ids, float* cdf, void* work) {
+    if (!logits || !ids || !cdf || !work || n < 2 || !(temperature > 0.0f) || !(topp > 0.0f) ||
+        !(topp < 1.0f)) {
+        return -fail(L2C_ERR_ARGUMENT, "l2c_nucleus: bad arguments");
+    }
+    float* scaled = work;                 /* (n,) logits / temperature, unless it is 1 */
+    uint32_t* key = (uint32_t*)scaled + n; /* (n,) candidates' probability bits, inverted */
+    int32_t* cand = (int32_t*)key + n;    /* (n,) candidates' token ids */
+    uint32_t* tkey = (uint32_t*)cand + n; /* (n,) the head being sorted */
+    int32_t* tid = (int32_t*)tkey + n;    /* (n,) */
+    uint32_t* skey = (uint32_t*)tid + n;  /* (n,) the sort's scratch */
+    int32_t* sid = (int32_t*)skey + n;    /* (n,) */
+
+    /* the scaled logits (x / 1 is x: no pass), and whether all are finite (exponent bits not all
+     * ones) */
+    const float* x = logits;
+    if (temperature != 1.0f) {
+        for (int i = 0; i < n; i++) scaled[i] = logits[i] / temperature;
+        x = scaled;
+    }
+    uint32_t nonfinite = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], 4);
+        nonfinite |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    if (nonfinite) return 0;
+    float most[4] = {x[0], x[0], x[0], x[0]};
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        for (int k = 0; k < 4; k++) most[k] = x[i + k] > most[k] ? x[i + k] : most[k];
+    }
+    for (; i < n; i++) most[0] = x[i] > most[0] ? x[i] : most[0];
+    float top = most[0];
+    for (int k = 1; k < 4; k++) top = most[k] > top ? most[k] : top;
+
+    /* The tokens whose exp can change the float32 sum, in index order (ids[]), by the rule of
+     * llama2c.sampler.softmax_terms: a term `negligible` below the largest before it leaves the
+     * running sum as it is, unless that one is `tiny`. Up to the first largest logit the test is
+     * on the running maximum; after it, the running maximum is the largest. The compaction has
+     * no branches: a test that goes either way costs a mispredicted branch, more than an expf. */
+    int first_top = 0;
+    while (x[first_top] != top) first_top++;
+    float floor_top = top + tiny, prefix = x[0];
+    int kept = 0;
+    ids[kept++] = 0;
+    for (i = 1; i <= first_top; i++) {
+        ids[kept] = i;
+        kept += prefix < floor_top || x[i] >= prefix + negligible;
+        prefix = x[i] > prefix ? x[i] : prefix;
+    }
+    float above = top + negligible;
+    for (; i < n; i++) {
+        ids[kept] = i;
+        kept += x[i] >= above;
+    }
+
+    /* their exps, summed in index order as run.c's softmax */
+    float sum = 0.0f;
+    for (int k = 0; k < kept; k++) {
+        cdf[k] = expf(x[ids[k]] - top);
+        sum += cdf[k];
+    }
+
+    /* The candidates (probability >= cutoff), in index order, and the mass of each 12-bit bucket
+     * of their probabilities. A token whose exp is below `least` cannot be one: its probability,
+     * rounded, is below (1 - 1e-6) * cutoff. Peaked logits: ~1,000 of the exps pass. */
+    float cutoff = (1.0f - topp) / (float)(n - 1);
+    double least = (double)cutoff * sum * (1.0 - 1e-6), mass[1024] = {0}; /* p <= 1: bits >> 20 */
+    int m = 0;
+    for (int k = 0; k < kept; k++) {
+        if (cdf[k] < least) continue;
+        float p = cdf[k] / sum;
+        if (p < cutoff) continue;
+        uint32_t bits;
+        memcpy(&bits, &p, 4);
+        mass[bits >> 20] += p;
+        key[m] = ~bits; /* ascending keys: descending probabilities */
+        cand[m++] = ids[k];
+    }
+    if (m == 0) { /* run.c would read before its list; llama2c.sampler takes the most probable */
+        int best = 0;
+        for (int k = 1; k < kept; k++) best = cdf[k] / sum > cdf[best] / sum ? k : best;
+        ids[0] = ids[best];
+        cdf[0] = cdf[best] / sum;
+        return 1;
+    }
+
+    /* Sort only a head: the candidates in the buckets that hold more than topp (in float64).
+     * Their float32 sum almost always exceeds topp too; where rounding leaves it short, sort all. */
+    uint32_t head_bits = 0;
+    double heavier = 0.0;
+    for (int b = 1023; b >= 0; b--) {
+        heavier += mass[b];
+        if (heavier > (double)topp) {
+            head_bits = (uint32_t)b << 20;
+            break;
+        }
+    }
+    for (;;) {
+        int h = 0;
+        for (int k = 0; k < m; k++) {
+            if (~key[k] >= head_bits) {
+                tkey[h] = key[k];
+                tid[h++] = cand[k];
+            }
+        }
+        sort_pairs(tkey, tid, skey, sid, h);
+        float cumulative = 0.0f;
+        for (int k = 0; k < h; k++) {
+            uint32_t bits = ~tkey[k];
+            float p;
+            memcpy(&p, &bits, 4);
+            cumulative += p;
+            ids[k] = tid[k];
+            cdf[k] = cumulative;
+            if (cumulative > topp) return k + 1;
+        }
+        if (head_bits == 0 || h == m) return h;
+        head_bits = 0;
+    }
+}
+
+/* The sampler's greedy choice (llama2c.sampler.sample_argmax): the first index of the largest of
+ * n values, or -1 if one is NaN (numpy decides then). Four running maxima, not one chain. */
+L2C_API int l2c_argmax(const float* x, int n) {
+    if (!x || n < 1) return -fail(L2C_ERR_ARGUMENT, "l2c_argmax: bad arguments");
+    float most[4] = {x[0], x[0], x[0], x[0]};
+    uint32_t nan = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        for (int k = 0; k < 4; k++) {
+            nan |= x[i + k] != x[i + k];
+            most[k] = x[i + k] > most[k] ? x[i + k] : most[k];
+        }
+    }
+    for (; i < n; i++) {
+        nan |= x[i] != x[i];
+        most[0] = x[i] > most[0] ? x[i] : most[0];
+    }
+    if (nan) return -1;
+    float top = most[0];
+    for (int k = 1; k < 4; k++) top = most[k] > top ? most[k] : top;
+    int first = 0;
+    while (x[first] != top) first++;
+    return first;
+}
+
+/* run.c's draw from that list (llama2c.sampler.choose): the first token whose running sum exceeds
+ * coin times the list's sum, or the last if rounding leaves none. count >= 1. */
+L2C_API int l2c_choose(const int32_t* ids, const float* cdf, int count, float coin) {
+    if (!ids || !cdf || count < 1) return -fail(L2C_ERR_ARGUMENT, "l2c_choose: bad arguments");
+    float r = coin * cdf[count - 1];
+    for (int k = 0; k < count; k++)
+        if (r < cdf[k]) return ids[k];
+    return ids[count - 1];
+}
+
+/* Sorts n (key, id) pairs by key, ascending, equal keys in their order: an LSD radix sort on
+ * three 11-bit digits (insertion sort for a few). tkey and tid are scratch for n pairs. */
+static void sort_pairs(uint32_t* key, int32_t* id, uint32_t* tkey, int32_t* tid, int n) {
+    if (n <= 32) {
+        for (int i = 1; i < n; i++) {
+            uint32_t k = key[i];
+            int32_t v = id[i];
+            int j = i - 1;
+            for (; j >= 0 && key[j] > k; j--) {
+                key[j + 1] = key[j];
+                id[j + 1] = id[j];
+            }
+            key[j + 1] = k;
+            id[j + 1] = v;
+        }
+        return;
+    }
+    uint32_t *from_key = key, *to_key = tkey;
+    int32_t *from_id = id, *to_id = tid;
+    for (int shift = 0; shift < 32; shift += 11) {
+        int start[2048] = {0};
+        for (int i = 0; i < n; i++) start[(from_key[i] >> shift) & 2047]++;
+        for (int d = 0, total = 0; d < 2048; d++) {
+            int count = start[d];
+            start[d] = total;
+            total += count;
+        }
+        for (int i = 0; i < n; i++) {
+            int at = start[(from_key[i] >> shift) & 2047]++;
+            to_key[at] = from_key[i];
+            to_id[at] = from_id[i];
+        }
+        uint32_t* k = from_key; from_key = to_key; to_key = k;
+        int32_t* v = from_id; from_id = to_id; to_id = v;
+    }
+    memcpy(key, from_key, (size_t)n * sizeof *key); /* three passes: the pairs are in tkey/tid */
+    memcpy(id, from_id, (size_t)n * sizeof *id);
+}
+
 /* Frees the engine and its run state. The checkpoint bytes stay the caller's. */
 L2C_API void l2c_free(Engine* e) {
     if (!e) return;

@@ -31,7 +31,9 @@ export class Engine {
     this.vocabSize = 0;
     this.scratch = 0; // expf's buffer
     this.scratchSize = 0;
+    this.drawBuffers = 0; // draw()'s: logits, then ids and sums (n each), then its work
     this.rope = 0; // RoPE's table in WebAssembly memory
+    this.logits = 0; // the last forward()'s logits in WebAssembly memory
   }
 
   lastError() {
@@ -159,6 +161,7 @@ export class Engine {
   forward(token, pos) {
     const ptr = this.m._l2c_forward(this.handle, token, pos);
     if (!ptr) throw new EngineError(this.lastError());
+    this.logits = ptr;
     return this.m.HEAPF32.subarray(ptr >> 2, (ptr >> 2) + this.vocabSize);
   }
 
@@ -183,13 +186,66 @@ export class Engine {
     }
   }
 
+  /**
+   * The sampler's top-p draw (llama2c.sampler.choose of its nucleus, which define it): run.c's
+   * list of candidates at `temperature` and `topp` (l2c_nucleus), then the token `coin` picks
+   * from it (l2c_choose), in one call from Python: after a forward pass has filled the caches, each
+   * call into numpy or across to JavaScript costs tens of microseconds.
+   * The logits are `logits` (a PyProxy of a float32 numpy array, read in place), or without them
+   * the last forward()'s where the engine keeps them. `negligible` and `tiny` are the sampler's
+   * NEGLIGIBLE and TINY. Returns the token, or -1 where the engine leaves the choice to numpy (a
+   * logit that is not finite).
+   */
+  draw(logits, temperature, topp, coin, negligible, tiny) {
+    const n = this.vocabSize;
+    const input = this.logitsFor(logits);
+    const ids = this.drawBuffers + 4 * n;
+    const sums = ids + 4 * n;
+    const count = this.m._l2c_nucleus(input, n, temperature, topp, negligible, tiny, ids, sums,
+                                      sums + 4 * n);
+    if (count < 0) throw new EngineError(this.lastError());
+    return count === 0 ? -1 : this.m._l2c_choose(ids, sums, count, coin);
+  }
+
+  /** The sampler's greedy choice (l2c_argmax; llama2c.sampler.sample_argmax defines it) from
+   *  `logits` as draw() takes them. Returns the token, or -1 for a NaN (numpy decides). */
+  argmax(logits) {
+    const token = this.m._l2c_argmax(this.logitsFor(logits), this.vocabSize);
+    if (token < -1) throw new EngineError(this.lastError());
+    return token;
+  }
+
+  /** Where draw() and argmax() read their logits: Python's copy, written into engine memory, or
+   *  without one the last forward()'s. Makes the sampler's buffers on first use. */
+  logitsFor(logits) {
+    const n = this.vocabSize;
+    if (!this.drawBuffers) {
+      this.drawBuffers = this.m._malloc(12 * n + this.m._l2c_nucleus_work_size(n));
+      if (!this.drawBuffers) throw new EngineError('out of memory for the sampler');
+    }
+    if (!logits) { // Python's None arrives as undefined
+      if (!this.logits) throw new EngineError('no logits yet: forward() first');
+      return this.logits;
+    }
+    const buffer = logits.getBuffer('f32');
+    try {
+      if (buffer.data.length !== n) throw new EngineError(`${buffer.data.length} logits, not ${n}`);
+      this.m.HEAPF32.set(buffer.data, this.drawBuffers >> 2);
+    } finally {
+      buffer.release();
+    }
+    return this.drawBuffers;
+  }
+
   free() {
+    if (this.drawBuffers) this.m._free(this.drawBuffers);
+    this.drawBuffers = 0;
     if (this.scratch) this.m._free(this.scratch);
     this.scratch = this.scratchSize = 0;
     if (this.handle) this.m._l2c_free(this.handle);
     if (this.data) this.m._free(this.data);
     if (this.rope) this.m._free(this.rope);
-    this.handle = this.data = this.size = this.rope = 0;
+    this.handle = this.data = this.size = this.rope = this.logits = 0;
   }
 }
 

@@ -32,6 +32,15 @@ class Backend(Protocol):
         """
         ...
 
+    def draw(self, logits: np.ndarray, temperature: float, topp: float, coin: float
+             ) -> int | None:
+        """sampler.EngineSampling.draw: the sampler's top-p draw, by the engine in one call."""
+        ...
+
+    def argmax(self, logits: np.ndarray) -> int | None:
+        """sampler.EngineSampling.argmax: the sampler's greedy choice, by the engine."""
+        ...
+
     def close(self) -> None:
         """Releases the engine's memory."""
         ...

@@ -21,7 +21,7 @@ from .checkpoint import Config
 from .errors import EngineError
 from .generate import InputRequest, Piece, Stats, read_line, story
 from .params import Settings
-from .sampler import Candidates
+from .sampler import NEGLIGIBLE, TINY, Candidates
 from .tokenizer import Tokenizer, reject_lone_surrogates
 
 
@@ -50,6 +50,9 @@ def numpy_expf_matches(engine_expf, count: int = 1 << 15) -> bool:
     return bool(np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)))
 
 
+_NEGLIGIBLE, _TINY = float(NEGLIGIBLE), float(TINY)  # sampler's, as the engine takes them
+
+
 class BrowserModel:
     """Implements `backend.Backend` on a JS engine object (web/engine.js `Engine`)."""
 
@@ -68,8 +71,30 @@ class BrowserModel:
             view = self._engine.forward(token, pos)  # a Float32Array over WebAssembly memory
         except Exception as e:  # a JsException carrying the engine's message
             raise EngineError(str(e)) from None
+        self._logits.flags.writeable = True
         view.assign_to(self._logits)  # the one copy, straight into numpy's buffer
+        self._logits.flags.writeable = False  # draw() reads the engine's copy of them
         return self._logits
+
+    def draw(self, logits: np.ndarray, temperature: float, topp: float, coin: float
+             ) -> int | None:
+        """The engine's top-p draw (web/engine.js Engine.draw). The logits forward() returned
+        (read-only) are read where the engine keeps them."""
+        try:
+            token = self._engine.draw(None if logits is self._logits else logits, temperature,
+                                      topp, coin, _NEGLIGIBLE, _TINY)
+        except Exception as e:  # a JsException carrying the engine's message
+            raise EngineError(str(e)) from None
+        return token if token >= 0 else None
+
+    def argmax(self, logits: np.ndarray) -> int | None:
+        """The engine's greedy choice (web/engine.js Engine.argmax), from its own copy of the
+        logits forward() returned."""
+        try:
+            token = self._engine.argmax(None if logits is self._logits else logits)
+        except Exception as e:  # a JsException carrying the engine's message
+            raise EngineError(str(e)) from None
+        return token if token >= 0 else None
 
     def _engine_expf(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out = the WebAssembly engine's expf(x) (musl's, the same algorithm as glibc's)."""

@@ -219,7 +219,7 @@ def story(model: Backend, tokenizer: Tokenizer, settings: Settings,
     view); `end_turn` is chat's Stop (see chat()).
     """
     sampler = Sampler(model.config.vocab_size, settings.temperature, settings.topp, settings.seed,
-                      model.expf)
+                      model.expf, model)
     sampler.observe = observe
     if settings.mode == "generate":
         return generate(model, tokenizer, sampler, settings.prompt, settings.steps, stats)

@@ -10,12 +10,14 @@ import ctypes
 import mmap
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import Config
 from .errors import CheckpointError, EngineError
+from . import sampler
 from .toolchain import LIB_NAME
 
 ENGINE_ENV = "LLAMA2C_ENGINE"  # path of an engine library to use instead of the packaged one
@@ -64,6 +66,15 @@ def load_library() -> ctypes.CDLL:
     lib.l2c_set_threads.argtypes = [ptr, ctypes.c_int]
     lib.l2c_expf.restype = None
     lib.l2c_expf.argtypes = [ptr, ptr, ctypes.c_int]
+    lib.l2c_nucleus_work_size.restype = size
+    lib.l2c_nucleus_work_size.argtypes = [ctypes.c_int]
+    lib.l2c_nucleus.restype = ctypes.c_int
+    lib.l2c_nucleus.argtypes = [ptr, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float,
+                                ctypes.c_float, ptr, ptr, ptr]
+    lib.l2c_argmax.restype = ctypes.c_int
+    lib.l2c_argmax.argtypes = [ptr, ctypes.c_int]
+    lib.l2c_choose.restype = ctypes.c_int
+    lib.l2c_choose.argtypes = [ptr, ptr, ctypes.c_int, ctypes.c_float]
     lib.l2c_free.restype = None
     lib.l2c_free.argtypes = [ptr]
     lib.l2c_q8_matmul.restype = ctypes.c_int
@@ -86,6 +97,63 @@ def expf(x: np.ndarray, out: np.ndarray) -> np.ndarray:
         raise ValueError("expf needs a contiguous float32 output of the input's length")
     load_library().l2c_expf(x.ctypes.data, out.ctypes.data, len(x))
     return out
+
+
+class Nucleus:
+    """The engine's top-p list (l2c_nucleus), with its buffers kept for the next call."""
+
+    def __init__(self) -> None:
+        self._size = 0
+
+    def __call__(self, logits: np.ndarray, temperature: float, topp: float
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+        """sampler.nucleus's (ids, cdf) for softmax(logits / temperature), or None where the engine
+        leaves it to numpy. The arrays are overwritten by the next call."""
+        lib = load_library()
+        n = len(logits)
+        logits = np.ascontiguousarray(logits, dtype=np.float32)
+        if n != self._size:
+            self._ids, self._cdf = np.empty(n, np.int32), np.empty(n, np.float32)
+            self._work = np.empty(lib.l2c_nucleus_work_size(n), np.uint8)
+            self._size = n
+        count = lib.l2c_nucleus(logits.ctypes.data, n, temperature, topp, sampler.NEGLIGIBLE,
+                                sampler.TINY, self._ids.ctypes.data, self._cdf.ctypes.data,
+                                self._work.ctypes.data)
+        if count < 0:
+            _raise_last_error(lib)
+        return (self._ids[:count], self._cdf[:count]) if count else None
+
+
+_buffers = threading.local()  # a Nucleus per thread: ctypes lets go of the GIL during the call
+
+
+def draw(logits: np.ndarray, temperature: float, topp: float, coin: float) -> int | None:
+    """The engine's top-p draw (sampler.EngineSampling.draw): the list from l2c_nucleus, and
+    sampler.choose on it."""
+    if not hasattr(_buffers, "nucleus"):
+        _buffers.nucleus = Nucleus()
+    found = _buffers.nucleus(logits, temperature, topp)
+    return None if found is None else sampler.choose(*found, np.float32(coin))
+
+
+def argmax(logits: np.ndarray) -> int | None:
+    """The engine's greedy choice (sampler.EngineSampling.argmax): l2c_argmax, None for a NaN."""
+    lib = load_library()
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    token = lib.l2c_argmax(logits.ctypes.data, len(logits))
+    if token < -1:
+        _raise_last_error(lib)
+    return token if token >= 0 else None
+
+
+def choose(ids: np.ndarray, cdf: np.ndarray, coin: float) -> int:
+    """The engine's l2c_choose (sampler.choose in C, which the page's engine calls)."""
+    ids = np.ascontiguousarray(ids, dtype=np.int32)
+    cdf = np.ascontiguousarray(cdf, dtype=np.float32)
+    token = load_library().l2c_choose(ids.ctypes.data, cdf.ctypes.data, len(ids), coin)
+    if token < 0:
+        _raise_last_error(load_library())
+    return token
 
 
 def q8_matmul(xq: np.ndarray, xs: np.ndarray, wq: np.ndarray, ws: np.ndarray) -> np.ndarray:
@@ -208,6 +276,13 @@ class NativeModel:
 
     def expf(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         return expf(x, out)
+
+    def draw(self, logits: np.ndarray, temperature: float, topp: float, coin: float
+             ) -> int | None:
+        return draw(logits, temperature, topp, coin)
+
+    def argmax(self, logits: np.ndarray) -> int | None:
+        return argmax(logits)
 
     def close(self) -> None:
         if getattr(self, "_engine", None):

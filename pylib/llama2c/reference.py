@@ -82,5 +82,11 @@ class ReferenceModel:
     def expf(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         return rounded_expf(x, out)
 
+    def draw(self, logits: np.ndarray, temperature: float, topp: float, coin: float) -> None:
+        return None  # no engine: the sampler's numpy path decides
+
+    def argmax(self, logits: np.ndarray) -> None:
+        return None
+
     def close(self) -> None:
         pass

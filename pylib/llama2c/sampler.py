@@ -7,7 +7,7 @@ accumulates in a loop use np.cumsum, which adds sequentially in float32 (np.sum 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -133,11 +133,15 @@ def topp_threshold(probs: np.ndarray, topp: np.float32) -> np.float32:
     return np.uint32(bucket << 20).view(np.float32)
 
 
-def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
-                indices: np.ndarray | None = None, n: int | None = None) -> int:
-    """Nucleus sampling with run.c's cutoff: tokens below (1 - topp) / (n - 1) cannot be chosen.
+def nucleus(probabilities: np.ndarray, topp: np.float32, indices: np.ndarray | None = None,
+            n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """run.c's top-p list: (ids, cdf), the candidates from the most probable down, up to and
+    including the one where their running float32 sum `cdf` first exceeds topp (or all of them).
 
-    With `indices`, probabilities are those tokens' only (in index order), out of n.
+    The candidates are the tokens at or above run.c's cutoff, (1 - topp) / (n - 1), sorted by
+    probability, descending, ties in index order. With no candidate, the most probable token alone
+    (run.c would read outside its list). With `indices`, probabilities are those tokens' only (in
+    index order), out of n. The engine's l2c_nucleus computes the same from the logits.
     """
     if indices is None:
         indices, n = np.arange(len(probabilities)), len(probabilities)
@@ -154,8 +158,9 @@ def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
     while True:
         head = probabilities >= floor
         head_candidates, head_probs = indices[head], probabilities[head]
-        if head_probs.size == 0:  # no token reaches the cutoff: run.c takes the most probable
-            return int(indices[np.argmax(probabilities)])
+        if head_probs.size == 0:  # no token reaches the cutoff
+            best = int(np.argmax(probabilities))
+            return indices[best:best + 1], probabilities[best:best + 1]
         order = argsort_descending(head_probs)
         head_probs, head_candidates = head_probs[order], head_candidates[order]
         cumulative = np.cumsum(head_probs)  # non-decreasing: searchsorted finds first crossings
@@ -163,10 +168,40 @@ def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
         if over < len(cumulative) or floor == cutoff:
             break
         floor = cutoff
-    last = min(over, len(head_probs) - 1)  # where the sum exceeds topp (or the last)
-    r = coin * cumulative[last]
-    hit = int(np.searchsorted(cumulative[: last + 1], r, side="right"))  # first cdf > r
-    return int(head_candidates[hit] if hit <= last else head_candidates[last])
+    return head_candidates[:over + 1], cumulative[:over + 1]
+
+
+def choose(ids: np.ndarray, cdf: np.ndarray, coin: np.float32) -> int:
+    """run.c's draw from its top-p list: the first token whose running sum exceeds coin times the
+    list's sum (the last token if rounding leaves none)."""
+    r = coin * cdf[-1]
+    hit = int(np.searchsorted(cdf, r, side="right"))  # first cdf > r
+    return int(ids[hit] if hit < len(cdf) else ids[-1])
+
+
+def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
+                indices: np.ndarray | None = None, n: int | None = None) -> int:
+    """Nucleus sampling with run.c's cutoff: tokens below (1 - topp) / (n - 1) cannot be chosen.
+
+    With `indices`, probabilities are those tokens' only (in index order), out of n.
+    """
+    return choose(*nucleus(probabilities, topp, indices, n), coin)
+
+
+class EngineSampling(Protocol):
+    """The sampler's vector work done by the engine where the logits are (backend.Backend has
+    these): the same tokens as the numpy path, in one call each. In the page, after a forward pass
+    has filled the caches, every call into numpy costs tens of microseconds."""
+
+    def draw(self, logits: np.ndarray, temperature: float, topp: float, coin: float
+             ) -> int | None:
+        """choose(*nucleus(...), coin) for softmax(logits / temperature) with the engine's expf
+        (wasm/run.c l2c_nucleus and l2c_choose); None leaves it to numpy."""
+        ...
+
+    def argmax(self, logits: np.ndarray) -> int | None:
+        """sample_argmax(logits) (wasm/run.c l2c_argmax); None leaves it to numpy (a NaN)."""
+        ...
 
 
 TOKEN_VIEW_SIZE = 5  # candidates the page's token view shows per token
@@ -209,12 +244,21 @@ class Sampler:
     """
 
     def __init__(self, vocab_size: int, temperature: float, topp: float, rng_seed: int,
-                 expf: ExpF = rounded_expf):
+                 expf: ExpF = rounded_expf, engine: EngineSampling | None = None):
         self.vocab_size = vocab_size
         self.temperature = _F32(temperature)  # run.c keeps these as C floats
         self.topp = _F32(topp)
         self.rng_state = rng_seed & MASK64
         self.expf = expf  # C's expf from the engine (backend.expf), for bit-exact probabilities
+        # The engine's work (EngineSampling), with the same expf: greedy, and top-p where it can
+        # decide (not at a cutoff so low that a token softmax_terms leaves out could pass it).
+        # Its arguments as Python floats, for one cheap call.
+        self.greedy = bool(self.temperature == 0.0)
+        cutoff = (_F32(1.0) - self.topp) / _F32(max(vocab_size - 1, 1))
+        topp = vocab_size > 1 and 0 < self.topp < 1 and cutoff >= LEFT_OUT_PROBABILITY
+        self.engine_argmax = engine.argmax if engine is not None else None
+        self.engine_draw = engine.draw if engine is not None and topp else None
+        self._draw_args = (float(self.temperature), float(self.topp))
         self._work: dict[str, np.ndarray] = {}  # vocabulary-sized buffers, reused every token
         self.observe: Callable[[Candidates], None] | None = None
 
@@ -228,19 +272,28 @@ class Sampler:
     @np.errstate(all="ignore")
     def sample(self, logits: np.ndarray) -> int:
         """The next token id. `logits` (vocab_size float32) is not modified."""
-        if self.temperature == 0.0:
-            token = sample_argmax(logits)
+        if self.greedy:
+            token = self.engine_argmax(logits) if self.engine_argmax is not None else None
+            if token is None:
+                token = sample_argmax(logits)
             if self.observe is not None:
                 self.observe(candidates(token, softmax(logits, self.expf), None, None, greedy=True))
             return token
+        n = len(logits)
+        coin = self.random_f32()
+        if self.engine_draw is not None and self.observe is None:
+            # The numpy path below, in one call to the engine. In the page, a peaked
+            # stories15M-shaped sample took 0.45 ms in numpy (about 30 calls, each slow after a
+            # forward pass has filled the caches) and takes 0.17-0.23 ms this way.
+            token = self.engine_draw(logits, *self._draw_args, float(coin))
+            if token is not None:
+                return token
         scaled = logits
         if self.temperature != 1.0:  # x / 1 is x: skip a pass over the vocabulary
             scaled = np.divide(logits, self.temperature, out=self._work.setdefault(
                 "scaled", np.empty(len(logits), np.float32)))
         indices, exps, total = softmax_terms(scaled, self.expf, self._work)
         probabilities = exps / total
-        coin = self.random_f32()
-        n = len(logits)
         if self.topp <= 0 or self.topp >= 1:
             token = sample_mult(probabilities, coin, indices, n)
         elif (_F32(1.0) - self.topp) / _F32(n - 1) < LEFT_OUT_PROBABILITY:

@@ -12,6 +12,10 @@
  *       --threads N computes with N threads (l2c_set_threads); the checksum must not change.
  *   engine_check --api
  *       Calls the API with NULL and bad arguments and prints each result.
+ *   engine_check --sample CASES
+ *       Runs the sampler's functions (l2c_nucleus, l2c_choose, l2c_argmax) on CASES random logit
+ *       sets of random sizes, each in buffers of exactly its size, and prints "ok <checksum>" of
+ *       their results.
  *
  * Exit status: 0 ok, 3 an engine error (the expected outcome for bad input), 2 a usage or I/O
  * problem of the driver itself. Sanitizer reports come with their own exit codes.
@@ -38,8 +42,51 @@ static int api_check(void) {
     return 0;
 }
 
+static uint64_t g_rng = 0x9E3779B97F4A7C15ULL;
+static float random_unit(void) { /* xorshift64*, [0, 1) */
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return (float)((g_rng * 0x2545F4914F6CDD1DULL) >> 40) / 16777216.0f;
+}
+
+static int sample_check(int cases) {
+    static const float temperatures[] = {1.0f, 0.8f, 0.05f, 2.5f};
+    static const float topps[] = {0.9f, 0.5f, 0.99f, 1e-4f};
+    uint64_t hash = 1469598103934665603ULL;
+    for (int c = 0; c < cases; c++) {
+        int n = c % 7 == 0 ? 32000 : 2 + (int)(random_unit() * 3000);
+        float scale = c % 3 == 0 ? 0.3f : c % 3 == 1 ? 5.0f : 40.0f;
+        float* logits = malloc((size_t)n * sizeof(float));
+        int32_t* ids = malloc((size_t)n * sizeof(int32_t));
+        float* cdf = malloc((size_t)n * sizeof(float));
+        void* work = malloc(l2c_nucleus_work_size(n));
+        if (!logits || !ids || !cdf || !work) return 2;
+        for (int i = 0; i < n; i++) {
+            logits[i] = (random_unit() - 0.5f) * scale;
+            if (c % 5 == 0) logits[i] = (float)(int)logits[i]; /* ties */
+        }
+        if (c % 11 == 0) logits[c % n] = INFINITY; /* left to numpy: 0 */
+        int count = l2c_nucleus(logits, n, temperatures[c % 4], topps[c / 4 % 4], -17.5f, -60.0f,
+                                ids, cdf, work);
+        int token = count > 0 ? l2c_choose(ids, cdf, count, random_unit()) : -1;
+        int results[3] = {count, token, l2c_argmax(logits, n)};
+        for (int k = 0; k < 3; k++) {
+            hash ^= (uint32_t)results[k];
+            hash *= 1099511628211ULL;
+        }
+        free(logits);
+        free(ids);
+        free(cdf);
+        free(work);
+    }
+    printf("ok %016llx\n", (unsigned long long)hash);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     if (argc == 2 && strcmp(argv[1], "--api") == 0) return api_check();
+    if (argc == 3 && strcmp(argv[1], "--sample") == 0) return sample_check(atoi(argv[2]));
     int misaligned = 0, threads = 0;
     while (argc > 1 && strncmp(argv[1], "--", 2) == 0) {
         if (strcmp(argv[1], "--misaligned") == 0) {
