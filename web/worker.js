@@ -546,7 +546,8 @@ async function run(client) {
         startup['first token ends at'] = performance.now();
       }
       if (text === undefined || text === null) break;
-      if (session.waiting !== undefined && session.waiting !== null) {
+      // chat waits only where step() returned '': no call into Python for the other pieces
+      if (text === '' && session.waiting !== undefined && session.waiting !== null) {
         return turnResult(session, 'waiting', stopped, began);
       }
       if (text) {
