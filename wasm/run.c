@@ -962,7 +962,12 @@ static void embed(Engine* e, float* x, int token) {
         return;
     }
     int group_size = e->layout.group_size;
-    for (int i = 0; i < dim; i++) x[i] = m->q[row + i] * load_scale(m->s, (row + i) / group_size);
+    int interleaved = e->layout.shared && q8_wide(group_size); /* the classifier's rows */
+    for (int i = 0; i < dim; i++) {
+        int8_t q = interleaved ? q8_interleaved_at(m->q, e->layout.config.vocab_size, dim, token, i)
+                               : m->q[row + i];
+        x[i] = q * load_scale(m->s, (row + i) / group_size);
+    }
 }
 
 /*
@@ -1087,14 +1092,14 @@ L2C_API int l2c_check(const unsigned char* data, size_t size, int* config7) {
 
 L2C_API void l2c_free(Engine* e);
 
-#if L2C_SIMD
-/* Rewrites every fp32 matrix the matmul reads into the interleaved layout, in place. */
-static int interleave_weights(Engine* e) {
-    if (e->layout.format != FORMAT_FP32) return L2C_OK;
+/* Calls rewrite(matrix, d, n, tmp) for every weight matrix (d, n) the matmul reads: seven per
+ * layer, then the classifier. tmp: scratch of `tmp_per_column` bytes per column of the widest. */
+static int rewrite_matrices(Engine* e, void (*rewrite)(const Matrix*, int, int, void*),
+                            size_t tmp_per_column) {
     const Config* c = &e->layout.config;
     int kv_dim = c->dim * c->n_kv_heads / c->n_heads;
     int widest = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
-    float* tmp = malloc((size_t)BLOCK_ROWS * widest * sizeof(float));
+    void* tmp = malloc(tmp_per_column * widest);
     if (!tmp) return fail(L2C_ERR_NOMEM, "out of memory");
     const Weights* w = &e->weights;
     for (int l = 0; l < c->n_layers; l++) {
@@ -1102,18 +1107,40 @@ static int interleave_weights(Engine* e) {
             {&w->wq[l], c->dim, c->dim}, {&w->wk[l], kv_dim, c->dim}, {&w->wv[l], kv_dim, c->dim},
             {&w->wo[l], c->dim, c->dim}, {&w->w1[l], c->hidden_dim, c->dim},
             {&w->w2[l], c->dim, c->hidden_dim}, {&w->w3[l], c->hidden_dim, c->dim}};
-        for (int i = 0; i < 7; i++) interleave_rows((float*)all[i].m->f, all[i].d, all[i].n, tmp);
+        for (int i = 0; i < 7; i++) rewrite(all[i].m, all[i].d, all[i].n, tmp);
     }
-    interleave_rows((float*)w->wcls.f, c->vocab_size, c->dim, tmp);
+    rewrite(&w->wcls, c->vocab_size, c->dim, tmp);
     free(tmp);
     return L2C_OK;
 }
+
+#if L2C_SIMD
+static void interleave_fp32(const Matrix* m, int d, int n, void* tmp) {
+    interleave_rows((float*)m->f, d, n, tmp);
+}
 #endif
+static void interleave_int8(const Matrix* m, int d, int n, void* tmp) {
+    q8_interleave((int8_t*)m->q, d, n, tmp);
+}
+
+/* Rewrites every matrix the matmul reads, in place, into the layout its kernel reads: fp32 in
+ * blocks of BLOCK_ROWS rows (the SIMD build), int8 in q8.h's for groups the wide kernel takes. */
+static int interleave_weights(Engine* e) {
+#if L2C_SIMD
+    if (e->layout.format == FORMAT_FP32) {
+        return rewrite_matrices(e, interleave_fp32, BLOCK_ROWS * sizeof(float));
+    }
+#endif
+    if (e->layout.format == FORMAT_INT8 && q8_wide(e->layout.group_size)) {
+        return rewrite_matrices(e, interleave_int8, 4);
+    }
+    return L2C_OK;
+}
 
 /*
  * Loads a checkpoint from bytes the caller owns and keeps alive until l2c_free.
- * The engine takes the buffer over: for fp32 models it rearranges the weight matrices in place into
- * the layout its kernel reads (section 4), so the bytes are no longer a checkpoint file afterwards.
+ * The engine takes the buffer over: it rearranges the weight matrices in place into the layout its
+ * kernels read (section 4, q8.h), so the bytes are no longer a checkpoint file afterwards.
  * Returns an engine, or NULL with l2c_last_error() set (the buffer is then untouched).
  */
 L2C_API Engine* l2c_load(unsigned char* data, size_t size) {
@@ -1140,12 +1167,10 @@ L2C_API Engine* l2c_load(unsigned char* data, size_t size) {
         free(e);
         return NULL;
     }
-#if L2C_SIMD
     if (interleave_weights(e) != L2C_OK) {
         l2c_free(e);
         return NULL;
     }
-#endif
     return e;
 }
 
@@ -1240,8 +1265,9 @@ L2C_API int l2c_use_rope_table(Engine* e, const float* table, int head_size, int
 }
 
 /*
- * W (d, n) int8 @ xq (n,) int8 -> out (d,), with the int8 kernel in use: runq.c's matmul on
- * quantized inputs, for tests that compare kernels (native, SIMD128, relaxed) bit for bit.
+ * W (d, n) int8, row-major, @ xq (n,) int8 -> out (d,), with the int8 kernel in use (on a copy of W
+ * in its layout): runq.c's matmul on quantized inputs, for tests that compare kernels (native,
+ * SIMD128, relaxed) bit for bit.
  * Scales: ws (d * n / gs,), xs (n / gs,). Returns L2C_OK or L2C_ERR_ARGUMENT.
  */
 L2C_API int l2c_q8_matmul(float* out, const int8_t* xq, const float* xs, const int8_t* wq,
@@ -1250,11 +1276,18 @@ L2C_API int l2c_q8_matmul(float* out, const int8_t* xq, const float* xs, const i
         return fail(L2C_ERR_ARGUMENT, "l2c_q8_matmul: bad arguments");
     }
     QuantizedVector x = {(int8_t*)xq, (float*)xs, calloc(n / 16 + 1, Q8_PREPARED_BYTES)};
-    if (!x.prepared) return fail(L2C_ERR_NOMEM, "l2c_q8_matmul: out of memory");
+    int8_t* layout = malloc((size_t)d * n); /* W in the kernel's layout: a copy, then rewritten */
+    int8_t* tmp = malloc((size_t)4 * n);
+    if (!x.prepared || !layout || !tmp) {
+        free(x.prepared), free(layout), free(tmp);
+        return fail(L2C_ERR_NOMEM, "l2c_q8_matmul: out of memory");
+    }
+    memcpy(layout, wq, (size_t)d * n);
+    if (q8_wide(gs)) q8_interleave(layout, d, n, tmp);
     prepare_q8_input(&x, n, gs);
-    Matrix w = {NULL, wq, ws};
+    Matrix w = {NULL, layout, ws};
     matmul_rows_q8(out, &x, &w, n, gs, 0, d);
-    free(x.prepared);
+    free(x.prepared), free(layout), free(tmp);
     return L2C_OK;
 }
 

@@ -15,6 +15,7 @@ import pytest
 
 from llama2c.checkpoint import SHAPES, Config, write_checkpoint
 from llama2c.native import NativeModel
+from llama2c.quantize import quantize_checkpoint
 
 from .pageutil import (FLAG_PARAMS, LOAD_TIMEOUT_MS, MODELS, ROOT, WORKER_PROBE_SCRIPT,
                        args_to_params, blank_page, click_and_wait, cli_story, describe, golden_cases,
@@ -155,8 +156,11 @@ SINGLE, THREADS = "engine/llama2c-engine.mjs", "engine/llama2c-engine-mt.mjs"
 
 # The threaded engine's rows are the single-thread engine's, whole rows per thread: it runs on the
 # smaller models only, to keep the suite's time (the 42M-shaped run is 1024 positions).
+# random15M_q80: int8 in groups of 32, the wide kernel (relaxed SIMD) on interleaved weights;
+# stories260K_q80's groups of 4 take the row-major path.
 @pytest.mark.parametrize("model, engine", [
-    (model, engine) for model in ["stories260K", "stories260K_q80", "random15M", "random42M"]
+    (model, engine)
+    for model in ["stories260K", "stories260K_q80", "random15M", "random15M_q80", "random42M"]
     for engine in [SINGLE, THREADS] if not (model == "random42M" and engine == THREADS)])
 def test_engine_logits_equal_the_native_engine(page, dev_server, test_site, random15m, random42m,
                                                engine, model):
@@ -165,6 +169,10 @@ def test_engine_logits_equal_the_native_engine(page, dev_server, test_site, rand
     floats, bit for bit. RoPE's cos and sin come from the table the native engine wrote."""
     if model.startswith("stories260K"):
         path, tokenizer = str(MODELS / f"{model}.bin"), TOK512
+        url = test_site.add(Path(path))
+    elif model == "random15M_q80":
+        path, tokenizer = str(test_site.models / "random15M_q80.bin"), TOKENIZER_32K
+        quantize_checkpoint(Path(random15m["path"]), Path(path))
         url = test_site.add(Path(path))
     else:
         fixture = random15m if model == "random15M" else random42m
