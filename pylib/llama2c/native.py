@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import sampler
 from .checkpoint import Config
 from .errors import CheckpointError, EngineError
-from . import sampler
 from .toolchain import LIB_NAME
 
 ENGINE_ENV = "LLAMA2C_ENGINE"  # path of an engine library to use instead of the packaged one
