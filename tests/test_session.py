@@ -17,7 +17,7 @@ from llama2c import Sampler, Tokenizer, answer_inputs, chat
 from llama2c.generate import generate
 from llama2c.browser import Session
 from llama2c.native import NativeModel
-from llama2c.sampler import TOKEN_VIEW_SIZE, nucleus_size, softmax
+from llama2c.sampler import TOKEN_VIEW_SIZE, nucleus, softmax
 
 CHATTY = MODELS / "chatty260K.bin"
 CHAT_CASES = json.loads((GOLDEN / "chat" / "cases.json").read_text())["cases"]
@@ -135,8 +135,8 @@ def test_token_view_top_p_token_is_inside_the_cut(shared):
 def test_nucleus_size_is_run_c_cut():
     p = softmax(np.array([3.0, 2.0, 1.0, 0.0, -5.0], np.float32))
     # sorted: .644, .237, .087, .032, .0002: the sum first exceeds 0.9 at the third
-    assert nucleus_size(p, np.float32(0.9), 5) == 3
-    assert nucleus_size(p, np.float32(0.5), 5) == 1
+    assert len(nucleus(p, np.float32(0.9))[0]) == 3
+    assert len(nucleus(p, np.float32(0.5))[0]) == 1
 
 
 def test_the_view_costs_nothing_when_off(shared):

@@ -1352,12 +1352,11 @@ L2C_API void l2c_expf(const float* x, float* out, int n) {
 
 /*
  * The largest of x[0..n) (n >= 1) and the first index that holds it, four lanes at a time (the
- * sampler's scans: one chain of n dependent steps took 18 us for 32000 values in WebAssembly).
- * *nan: whether a value is NaN; *infinite: whether one is inf or NaN (the largest is then not to
- * be used).
+ * sampler's scans: one chain of n dependent steps took 18 us for 32000 values in WebAssembly), or
+ * -1 if a value is NaN. *infinite: whether one is inf or NaN (the largest is then not to be used).
  */
 typedef int32_t v4i __attribute__((vector_size(16)));
-static int first_max(const float* x, int n, float* largest, int* nan, int* infinite) {
+static int first_max(const float* x, int n, float* largest, int* infinite) {
     const v4i exponent = {0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000}, four = {4, 4, 4, 4};
     v4f most = {x[0], x[0], x[0], x[0]};
     v4i at = {0, 0, 0, 0}, index = {0, 1, 2, 3}; /* lane k: where its largest first is */
@@ -1386,7 +1385,6 @@ static int first_max(const float* x, int n, float* largest, int* nan, int* infin
         if (x[i] > top) top = x[i], first = i;
     }
     *largest = top;
-    *nan = bad_nan != 0;
     *infinite = bad != 0;
     return bad_nan ? -1 : first;
 }
@@ -1398,7 +1396,7 @@ static int first_max(const float* x, int n, float* largest, int* nan, int* infin
  * sums as this, bit for bit (tests/test_sampler.py), and the sampler calls this (and l2c_choose)
  * where an engine is at hand. In the page, numpy took 0.45 ms per sample of peaked
  * stories15M-shaped logits, in about 30 calls through Pyodide (19% of each token); this takes
- * 0.09-0.14 ms there, and the whole sample 0.17-0.23 ms.
+ * 0.09-0.14 ms there, and the whole sample 0.16-0.26 ms.
  *
  * run.c: probs = softmax(logits / temperature) in float32, summed in index order; the candidates
  * are the tokens with probs >= (1 - topp) / (n - 1), sorted by probability, descending (ties in
@@ -1435,8 +1433,8 @@ L2C_API int l2c_nucleus(const float* logits, int n, float temperature, float top
         x = scaled;
     }
     float top;
-    int nan, infinite;
-    int first_top = first_max(x, n, &top, &nan, &infinite);
+    int infinite;
+    int first_top = first_max(x, n, &top, &infinite);
     if (infinite) return 0;
 
     /* The tokens whose exp can change the float32 sum, in index order (ids[]), by the rule of
@@ -1530,9 +1528,8 @@ L2C_API int l2c_nucleus(const float* logits, int n, float temperature, float top
 L2C_API int l2c_argmax(const float* x, int n) {
     if (!x || n < 1) return -fail(L2C_ERR_ARGUMENT, "l2c_argmax: bad arguments");
     float top;
-    int nan, infinite;
-    int first = first_max(x, n, &top, &nan, &infinite);
-    return nan ? -1 : first;
+    int infinite; /* inf has a first index; only NaN has none */
+    return first_max(x, n, &top, &infinite);
 }
 
 /* run.c's draw from that list (llama2c.sampler.choose): the first token whose running sum exceeds

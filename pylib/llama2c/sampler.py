@@ -179,15 +179,6 @@ def choose(ids: np.ndarray, cdf: np.ndarray, coin: np.float32) -> int:
     return int(ids[hit] if hit < len(cdf) else ids[-1])
 
 
-def sample_topp(probabilities: np.ndarray, topp: np.float32, coin: np.float32,
-                indices: np.ndarray | None = None, n: int | None = None) -> int:
-    """Nucleus sampling with run.c's cutoff: tokens below (1 - topp) / (n - 1) cannot be chosen.
-
-    With `indices`, probabilities are those tokens' only (in index order), out of n.
-    """
-    return choose(*nucleus(probabilities, topp, indices, n), coin)
-
-
 class EngineSampling(Protocol):
     """The sampler's vector work done by the engine where the logits are (backend.Backend has
     these): the same tokens as the numpy path, in one call each. In the page, after a forward pass
@@ -216,15 +207,6 @@ class Candidates:
     probabilities: list[float]  # theirs, after temperature (at temperature 1 when greedy)
     nucleus: int | None  # how many tokens top-p kept, most probable first; None: no top-p cut
     greedy: bool  # temperature 0: the most probable token is taken
-
-
-def nucleus_size(probabilities: np.ndarray, topp: np.float32, n: int) -> int:
-    """How many tokens run.c's top-p keeps: those over its cutoff, most probable first, until
-    their sum exceeds topp (all of them if it never does; the argmax if none is over)."""
-    cutoff = (_F32(1.0) - topp) / _F32(n - 1)
-    passing = -np.sort(-probabilities[probabilities >= cutoff], kind="stable")
-    over = np.flatnonzero(np.cumsum(passing) > topp)
-    return int(over[0]) + 1 if over.size else max(len(passing), 1)
 
 
 def candidates(token: int, probabilities: np.ndarray, indices: np.ndarray | None,
@@ -305,14 +287,13 @@ class Sampler:
         indices, exps, total = softmax_terms(scaled, self.expf, self._work)
         probabilities = exps / total
         if self.topp <= 0 or self.topp >= 1:
-            token = sample_mult(probabilities, coin, indices, n)
-        elif (_F32(1.0) - self.topp) / _F32(n - 1) < LEFT_OUT_PROBABILITY:
-            # a cutoff so low that a left-out token could pass it: take every token
-            probabilities, indices = softmax(scaled, self.expf), None
-            token = sample_topp(probabilities, self.topp, coin)
+            token, kept = sample_mult(probabilities, coin, indices, n), None
         else:
-            token = sample_topp(probabilities, self.topp, coin, indices, n)
+            if (_F32(1.0) - self.topp) / _F32(n - 1) < LEFT_OUT_PROBABILITY:
+                # a cutoff so low that a left-out token could pass it: take every token
+                probabilities, indices = softmax(scaled, self.expf), None
+            ids, cdf = nucleus(probabilities, self.topp, indices, n)
+            token, kept = choose(ids, cdf, coin), len(ids)  # kept: the token view's nucleus
         if self.observe is not None:
-            nucleus = nucleus_size(probabilities, self.topp, n) if 0 < self.topp < 1 else None
-            self.observe(candidates(token, probabilities, indices, nucleus))
+            self.observe(candidates(token, probabilities, indices, kept))
         return token
