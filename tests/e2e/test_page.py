@@ -82,6 +82,9 @@ def test_golden_through_a_plain_static_server(static_page, static_server, name):
 
 # -- a stories15M-shaped model: the 32000-token tokenizer, a 60 MB download ---------------------
 
+STARTUP_STEPS = ["engine instantiate", "pyodide boot", "numpy + llama2c load", "llama2c import",
+                 "model read", "engine load", "tokenizer + session", "first token"]
+
 
 @pytest.mark.parametrize("args", [
     ["-t", "0", "-n", "40", "-i", "Once upon a time"],
@@ -98,6 +101,11 @@ def test_stories15m_shaped_model_matches_the_command_line(page, dev_server, rand
     assert stats["positions"] == int(args[args.index("-n") + 1]), stats
     info = page.locator("#model-info").text_content()
     assert "dim 288" in info and "vocab 32000" in info, info
+    # the start-up steps `invoke bench` prints: each timed, each over before the first token
+    startup = stats["startup"]
+    for step in STARTUP_STEPS:
+        assert 0 <= startup[step] <= startup[f"{step} ends at"], (step, startup)
+        assert startup[f"{step} ends at"] <= startup["first token ends at"], (step, startup)
 
 
 # -- the engine itself: the browser's logits are the native engine's, bit for bit ------------------
