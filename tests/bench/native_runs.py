@@ -129,25 +129,27 @@ def cli_run(cli: list[str], model: Model, temperature: str, env: dict[str, str],
             "wall_s": result.wall}
 
 
-# In-process: the same loop the command line runs, timed from the inside (time outside forward(),
-# time to the first piece after the model is loaded).
+# In-process: the same loop the command line runs (story(), whose sampler hands its vector work to
+# the engine), timed from the inside (time outside forward(), time to the first piece after the
+# model is loaded).
 INPROCESS = r"""
 import json, sys, time
-from llama2c.generate import Stats, generate
+from llama2c.generate import Stats, story
 from llama2c.native import NativeModel
-from llama2c.sampler import Sampler
+from llama2c.params import Settings
 from llama2c.tokenizer import Tokenizer
 path, tokenizer_path, prompt, steps, temperature, topp, seed = sys.argv[1:8]
 t0 = time.perf_counter()
 model = NativeModel.open(path)
 tokenizer = Tokenizer.load(tokenizer_path, model.config.vocab_size)
 t1 = time.perf_counter()
-sampler = Sampler(model.config.vocab_size, float(temperature), float(topp), int(seed))
+settings = Settings(temperature=float(temperature), topp=float(topp), seed=int(seed),
+                    steps=int(steps), prompt=prompt).clamped()
 stats = Stats()
 first = None
 tokens = 0
 start = time.perf_counter()
-for piece in generate(model, tokenizer, sampler, prompt, int(steps), stats):
+for piece in story(model, tokenizer, settings, stats=stats):
     if first is None and piece.data:
         first = time.perf_counter() - start
     tokens += piece.token >= 0

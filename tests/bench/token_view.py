@@ -25,7 +25,7 @@ CONFIG = Config(dim=64, hidden_dim=172, n_layers=2, n_heads=8, n_kv_heads=4, voc
 
 
 def sample_ms_per_token(model, tokenizer, view: bool) -> float:
-    sampler = Sampler(CONFIG.vocab_size, 1.0, 0.9, 42, model.expf)
+    sampler = Sampler(CONFIG.vocab_size, 1.0, 0.9, 42, model.expf, model)  # as story() makes it
     if view:
         sampler.observe = lambda seen: None  # what the page's Session does: keep the last one
     stats = Stats()
