@@ -471,10 +471,8 @@ async function createModel(client, modelSource, tokenizerSource) {
       return true;
     }, (offset, chunk) => tokenizerBytes.set(chunk, offset), engine.maxBytes());
     writes.push(tokenizer.cache);
-    const rope = await timed('engine load', () => {
-      engine.load();
-      return engine.useRopeTable();
-    });
+    await timed('engine load', () => engine.load());
+    const rope = await timed('RoPE table', () => engine.useRopeTable()); // fetched once per head size
     // automatic: what pays for this model (one for a small one) on all cores but one
     const threads = threaded ? engine.setThreads(threadsWanted || engine.autoThreads(cores - 1)) : 1;
     await runtimeReady.catch((e) => { // not the model's fault: keep its cached bytes

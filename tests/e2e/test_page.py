@@ -83,7 +83,7 @@ def test_golden_through_a_plain_static_server(static_page, static_server, name):
 # -- a stories15M-shaped model: the 32000-token tokenizer, a 60 MB download ---------------------
 
 STARTUP_STEPS = ["engine instantiate", "pyodide boot", "numpy + llama2c load", "llama2c import",
-                 "model read", "engine load", "tokenizer + session", "first token"]
+                 "model read", "engine load", "RoPE table", "tokenizer + session", "first token"]
 
 
 @pytest.mark.parametrize("args", [
