@@ -6,6 +6,7 @@ import functools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -186,6 +187,19 @@ def wait_for_state(page, *targets: str, since: int = 0, timeout: float = LOAD_TI
     reached = handle.json_value()
     assert reached in targets, f"the page reached {reached!r}, expected {targets}: {describe(page)}"
     return reached
+
+
+def wait_until(page, expression: str, arg=None, timeout_s: float = 120.0):
+    """Evaluates `expression` (a function of `arg`, which may be async) every 0.2 s until its value
+    is truthy, and returns that value. For async checks: page.wait_for_function takes the Promise
+    an async function returns as a truthy value and returns at once."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = page.evaluate(expression, arg)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"still false after {timeout_s} s: {expression}"
+        time.sleep(0.2)
 
 
 def mark(page) -> int:

@@ -19,7 +19,7 @@ from llama2c.catalog import write_offline_list
 from . import widget_util
 from .conftest import TestSite as Site
 from .pageutil import (SITE, golden_cases, golden_text, open_page, output, page_query, report,
-                       wait_for_state)
+                       wait_for_state, wait_until)
 from .widget_util import ThreadServer, open_tab
 
 fresh_context, site_server = widget_util.fresh_context, widget_util.site_server
@@ -42,10 +42,10 @@ PERSIST_SPY = """
 
 def wait_for_offline_copy(page) -> str:
     """Waits until the service worker is active and controls the page; its cache name."""
-    page.wait_for_function("""async () => {
+    wait_until(page, """async () => {
       const registration = await navigator.serviceWorker.ready;
       return !!registration.active && !!navigator.serviceWorker.controller;
-    }""", timeout=120_000, polling=200)
+    }""")
     names = page.evaluate("caches.keys()")
     site = [n for n in names if n.startswith("llama2c-site-")]
     assert len(site) == 1, names
@@ -103,9 +103,9 @@ def new_build_takes_over(page, base: str, site: Site) -> str:
     new = f"llama2c-site-{write_offline_list(site.root)['version']}"
     page.goto(f"{base}/?{page_query(STORY)}")
     wait_for_state(page, "done")
-    page.wait_for_function("""(name) => caches.keys().then((names) =>
+    wait_until(page, """(name) => caches.keys().then((names) =>
       names.includes(name) && !names.some((n) => n.startsWith('llama2c-site-') && n !== name))""",
-                           arg=new, timeout=120_000, polling=200)
+               new)
     return new
 
 
@@ -156,10 +156,12 @@ SPOIL_SNAPSHOT = """async ([name, how]) => {
 
 
 def saved_snapshot(page) -> dict:
-    """Waits until the worker has saved a snapshot (it saves while the story runs) and no other."""
-    page.wait_for_function(f"({SNAPSHOTS})('{RUNTIME_CACHE}').then((s) => s.length === 1 && "
-                           "s[0].magic !== '00000000')", timeout=60_000, polling=200)
-    return page.evaluate(SNAPSHOTS, RUNTIME_CACHE)[0]
+    """Waits until the worker has saved a snapshot (it writes it after the first token) and no
+    other."""
+    return wait_until(page, f"""async () => {{
+      const saved = await ({SNAPSHOTS})('{RUNTIME_CACHE}');
+      return saved.length === 1 && saved[0].magic !== '00000000' ? saved[0] : null;
+    }}""", timeout_s=60.0)
 
 
 def visit(page, base: str) -> str:
