@@ -59,8 +59,8 @@ const post = (message) => self.postMessage(message);
 
 // How long each start-up step took, in ms (in the 'done' report: `invoke bench` prints them).
 // Steps overlap: the engine and the model load while Python starts. A synchronous step is timed
-// as soon as it returns: awaiting its value would add whatever else is queued on this thread
-// (Pyodide's boot, in a warm start, which once made a 23 ms engine load read 540 ms).
+// as soon as it returns, so that nothing else queued on this thread counts in it; a step that
+// waits (a fetch, a read) also waits while Python's start holds the thread.
 const startup = {};
 async function timed(step, work) {
   const began = performance.now();
@@ -231,7 +231,7 @@ async function savedSnapshot(snapshots, key) {
 
 // The snapshot is made right after the boot (before numpy loads) but written to Cache Storage only
 // after the first token, or SNAPSHOT_WRITE_WAIT_MS without one: its 21 MB write beside the model's
-// held a cold start up (first token 0.09 s sooner, medians of two sets of six paired cold loads).
+// held a cold start up (first token 0.09 s sooner, medians of three sets of six paired cold loads).
 const SNAPSHOT_WRITE_WAIT_MS = 10000;
 let firstTokenCame;
 const firstToken = new Promise((resolve) => { firstTokenCame = resolve; });
