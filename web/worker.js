@@ -71,19 +71,10 @@ async function timed(step, work) {
   let result;
   try {
     result = work();
-  } catch (e) {
-    done();
-    throw e;
-  }
-  if (!(result instanceof Promise)) {
-    done();
-    return result;
-  }
-  try {
-    return await result;
   } finally {
-    done();
+    if (!(result instanceof Promise)) done(); // returned or threw: timed now
   }
+  return result instanceof Promise ? result.finally(done) : result;
 }
 
 // -- the runtime ----------------------------------------------------------------------------
